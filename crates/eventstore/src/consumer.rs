@@ -1,0 +1,307 @@
+//! The consumer runner: durable pull consumer, explicit ack, bounded redelivery, dead letters,
+//! and idempotent effects.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use coffer_db::{Database, TenantTx};
+use futures::StreamExt;
+use tracing::Instrument;
+
+use crate::bus::{BusConfig, headers};
+use crate::event::RecordedEvent;
+use crate::Error;
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Durable consumer name; also the key in `processed_events` and the dead-letter subject.
+    pub name: String,
+    /// Subjects to receive (see [`BusConfig::event_filter`]).
+    pub filter_subjects: Vec<String>,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_deliver: i64,
+    /// How long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// First redelivery delay after a transient failure; doubles per attempt.
+    pub retry_delay: Duration,
+}
+
+impl ConsumerConfig {
+    /// Defaults: 5 deliveries, 30 s ack wait, 1 s first retry delay.
+    pub fn new(name: impl Into<String>, filter_subjects: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            filter_subjects,
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One event as a handler receives it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The event.
+    pub event: RecordedEvent,
+    /// Its sequence in the event stream.
+    pub stream_sequence: u64,
+    /// How many times it has been delivered, this one included.
+    pub delivered: i64,
+}
+
+/// Why a handler did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Retrying cannot help (unknown event type, payload that does not decode, a rule the
+    /// event breaks): dead-letter it now.
+    #[error("{0}")]
+    Permanent(String),
+    /// Might succeed later (database busy, a dependency down): redeliver with backoff, then
+    /// dead-letter after the last delivery.
+    #[error(transparent)]
+    Transient(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<Error> for HandlerError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Decode { .. } | Error::WrongAggregateType { .. } => HandlerError::Permanent(e.to_string()),
+            other => HandlerError::Transient(Box::new(other)),
+        }
+    }
+}
+
+impl From<coffer_db::Error> for HandlerError {
+    fn from(e: coffer_db::Error) -> Self {
+        HandlerError::Transient(Box::new(e))
+    }
+}
+
+/// Applies events. The runner opens a transaction scoped to the event's org, records the
+/// event in `processed_events`, calls the handler, and commits both together: an effect is
+/// applied exactly once however often the event is delivered.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `delivery` inside `tx`. Do not commit `tx`; return `Ok` to have it committed.
+    async fn handle(&self, tx: &mut TenantTx, delivery: &Delivery) -> Result<(), HandlerError>;
+}
+
+/// A running consumer of the event stream.
+pub struct Consumer {
+    db: Database,
+    js: jetstream::Context,
+    bus: BusConfig,
+    config: ConsumerConfig,
+    handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("config", &self.config).finish()
+    }
+}
+
+enum Outcome {
+    Done,
+    AlreadyProcessed,
+    Retry(String),
+    DeadLetter(String),
+}
+
+impl Consumer {
+    /// A consumer writing its effects through `db`.
+    pub fn new(
+        db: Database,
+        js: jetstream::Context,
+        bus: BusConfig,
+        config: ConsumerConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Self {
+        Self {
+            db,
+            js,
+            bus,
+            config,
+            handler,
+        }
+    }
+
+    /// Creates the durable consumer if missing and processes messages until `shutdown`.
+    /// Connection problems are retried; this returns early only if the consumer cannot be
+    /// created.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        tokio::pin!(shutdown);
+        loop {
+            let result = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                r = self.consume() => r,
+            };
+            if let Err(e) = result {
+                tracing::warn!(consumer = %self.config.name, error = %e, "consumer interrupted; retrying");
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    async fn consume(&self) -> Result<(), Error> {
+        let stream = self.js.get_stream(&self.bus.stream).await.map_err(Error::nats)?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                &self.config.name,
+                pull::Config {
+                    durable_name: Some(self.config.name.clone()),
+                    filter_subjects: self.config.filter_subjects.clone(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    // The runner dead-letters at this count itself; the server's limit is a
+                    // backstop one higher so the last delivery is always seen by the runner.
+                    max_deliver: self.config.max_deliver + 1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(Error::nats)?;
+        let mut messages = consumer.messages().await.map_err(Error::nats)?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(Error::nats)?;
+            self.process(&msg).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles one message and settles it: ack, delayed nak, or dead letter then ack.
+    /// Returns an error only when the message could not be settled (it will be redelivered).
+    async fn process(&self, msg: &jetstream::Message) -> Result<(), Error> {
+        let info = msg.info().map_err(Error::nats)?;
+        let (stream_sequence, delivered) = (info.stream_sequence, info.delivered);
+        let span = tracing::info_span!(
+            "consumer.handle",
+            consumer = %self.config.name,
+            subject = %msg.subject,
+            stream_sequence,
+            delivered,
+            event_type = tracing::field::Empty,
+            org_id = tracing::field::Empty,
+        );
+        if let Some(h) = &msg.headers {
+            let carried = ["traceparent", "tracestate"]
+                .into_iter()
+                .filter_map(|k| h.get(k).map(|v| (k.to_owned(), v.as_str().to_owned())))
+                .collect();
+            coffer_telemetry::set_parent_from_headers(&span, &carried);
+        }
+        let outcome = self.apply(msg, stream_sequence, delivered).instrument(span.clone()).await;
+        let _enter = span.enter();
+        match outcome {
+            Outcome::Done | Outcome::AlreadyProcessed => msg.ack().await.map_err(Error::nats),
+            Outcome::Retry(reason) if delivered < self.config.max_deliver => {
+                let delay = self.config.retry_delay * 2u32.saturating_pow((delivered - 1).clamp(0, 10) as u32);
+                tracing::warn!(%reason, ?delay, "handler failed; will redeliver");
+                msg.ack_with(AckKind::Nak(Some(delay))).await.map_err(Error::nats)
+            }
+            Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
+                tracing::error!(%reason, "dead-lettering event");
+                self.dead_letter(msg, &reason, stream_sequence, delivered).await?;
+                msg.ack().await.map_err(Error::nats)
+            }
+        }
+    }
+
+    async fn apply(&self, msg: &jetstream::Message, stream_sequence: u64, delivered: i64) -> Outcome {
+        let event = match RecordedEvent::decode_envelope(&msg.payload) {
+            Ok(e) => e,
+            Err(e) => return Outcome::DeadLetter(e.to_string()),
+        };
+        let span = tracing::Span::current();
+        span.record("event_type", event.event_type.as_str());
+        let delivery = Delivery {
+            event,
+            stream_sequence,
+            delivered,
+        };
+        match self.apply_once(&delivery).await {
+            Ok(true) => Outcome::Done,
+            Ok(false) => Outcome::AlreadyProcessed,
+            Err(HandlerError::Permanent(reason)) => Outcome::DeadLetter(reason),
+            Err(HandlerError::Transient(e)) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// Records the event as processed and applies it, atomically. `Ok(false)` when an
+    /// earlier delivery already did.
+    async fn apply_once(&self, delivery: &Delivery) -> Result<bool, HandlerError> {
+        let event = &delivery.event;
+        let mut tx = self.db.begin_tenant(event.org_id).await?;
+        let fresh = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, org_id) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.config.name)
+        .bind(event.event_id.as_uuid())
+        .bind(event.org_id.as_uuid())
+        .execute(tx.conn())
+        .await
+        .map_err(coffer_db::Error::from)?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        self.handler.handle(&mut tx, delivery).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Publishes the original message, unchanged, to the dead-letter subject with the reason,
+    /// and waits for JetStream to store it: only then may the original be acked.
+    async fn dead_letter(
+        &self,
+        msg: &jetstream::Message,
+        reason: &str,
+        stream_sequence: u64,
+        delivered: i64,
+    ) -> Result<(), Error> {
+        let mut h = HeaderMap::new();
+        h.insert(headers::DLQ_REASON, header_value(reason, 1024).as_str());
+        h.insert(headers::DLQ_CONSUMER, self.config.name.as_str());
+        h.insert(headers::DLQ_SUBJECT, msg.subject.as_str());
+        h.insert(headers::DLQ_SEQUENCE, stream_sequence.to_string().as_str());
+        h.insert(headers::DLQ_DELIVERED, delivered.to_string().as_str());
+        h.insert(
+            "Nats-Msg-Id",
+            format!("dlq:{}:{stream_sequence}", self.config.name).as_str(),
+        );
+        if let Some(orig) = &msg.headers {
+            for key in ["traceparent", "tracestate", headers::EVENT_TYPE, headers::ORG_ID] {
+                if let Some(v) = orig.get(key) {
+                    h.insert(key, v.as_str());
+                }
+            }
+        }
+        self.js
+            .publish_with_headers(self.bus.dlq_subject(&self.config.name), h, msg.payload.clone())
+            .await
+            .map_err(Error::nats)?
+            .await
+            .map_err(Error::nats)?;
+        Ok(())
+    }
+}
+
+/// A header value: one line, at most `max` bytes.
+fn header_value(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].replace(['\r', '\n'], " ")
+}
