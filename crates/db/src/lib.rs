@@ -20,7 +20,7 @@ use std::time::Duration;
 use coffer_types::OrgId;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 /// Errors from connecting, migrating or opening tenant transactions.
 #[derive(Debug, thiserror::Error)]
@@ -29,24 +29,22 @@ pub enum Error {
     #[error("database.url is not a valid postgres URL: {0}")]
     InvalidUrl(String),
     /// The database could not be reached or refused the login.
-    #[error("cannot connect to postgres at {target} as {role}: {source}")]
+    #[error("cannot connect to postgres at {target} as {role}: {cause}")]
     Connect {
         /// host:port/database, without credentials.
         target: String,
         /// The login role used.
         role: String,
-        /// The driver's error.
-        #[source]
-        source: sqlx::Error,
+        /// The driver's error (in the message, so one line says it all).
+        cause: sqlx::Error,
     },
     /// A migration failed to apply.
-    #[error("migrating schema {schema}: {source}")]
+    #[error("migrating schema {schema}: {cause}")]
     Migrate {
         /// The schema being migrated.
         schema: String,
         /// The migrator's error.
-        #[source]
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     /// Any other database error.
     #[error(transparent)]
@@ -83,7 +81,10 @@ impl std::fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConfig")
             .field("url", &redact_url(&self.url))
-            .field("service_password", &self.service_password.as_ref().map(|_| "[redacted]"))
+            .field(
+                "service_password",
+                &self.service_password.as_ref().map(|_| "[redacted]"),
+            )
             .field("max_connections", &self.max_connections)
             .finish()
     }
@@ -175,16 +176,25 @@ impl Database {
     pub async fn connect(config: &DbConfig, service: ServiceName) -> Result<Self, Error> {
         let role = service.role();
         let opts = config.role_options(&role, &service.schema())?;
+        let connect_error = |cause| Error::Connect {
+            target: config.target(),
+            role: role.clone(),
+            cause,
+        };
+        // One direct connection first: a pool would report an unreachable server only as
+        // "timed out", hiding the reason (refused, unknown role, bad password).
+        PgConnection::connect_with(&opts)
+            .await
+            .map_err(connect_error)?
+            .close()
+            .await
+            .map_err(connect_error)?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_with(opts)
             .await
-            .map_err(|source| Error::Connect {
-                target: config.target(),
-                role,
-                source,
-            })?;
+            .map_err(connect_error)?;
         Ok(Self { pool, service })
     }
 

@@ -74,10 +74,10 @@ pub async fn migrate(config: &DbConfig, schemas: &[Schema]) -> Result<(), Error>
     let owner = config.owner_options()?;
     let mut conn = PgConnection::connect_with(&owner)
         .await
-        .map_err(|source| Error::Connect {
+        .map_err(|cause| Error::Connect {
             target: config.target(),
             role: owner.get_username().to_owned(),
-            source,
+            cause,
         })?;
     for schema in schemas {
         let name = schema.service.schema();
@@ -100,9 +100,9 @@ pub async fn migrate(config: &DbConfig, schemas: &[Schema]) -> Result<(), Error>
             .migrator()
             .run_direct(&mut conn)
             .await
-            .map_err(|source| Error::Migrate {
+            .map_err(|cause| Error::Migrate {
                 schema: name.clone(),
-                source,
+                cause,
             })?;
         // The service checks at boot that it is not running against an older schema.
         sqlx::raw_sql(&format!(

@@ -98,9 +98,14 @@ impl BusConfig {
         if self.replicas == 0 || self.replicas > 5 {
             return Err("nats.replicas must be between 1 and 5".into());
         }
-        for (field, v) in [("nats.stream", &self.stream), ("nats.dlq_stream", &self.dlq_stream)] {
+        for (field, v) in [
+            ("nats.stream", &self.stream),
+            ("nats.dlq_stream", &self.dlq_stream),
+        ] {
             if v.is_empty() || v.contains(['.', '*', '>', ' ']) {
-                return Err(format!("{field} must be a non-empty name without '.', '*', '>' or spaces"));
+                return Err(format!(
+                    "{field} must be a non-empty name without '.', '*', '>' or spaces"
+                ));
             }
         }
         Ok(())

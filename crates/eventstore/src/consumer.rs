@@ -11,9 +11,9 @@ use coffer_db::{Database, TenantTx};
 use futures::StreamExt;
 use tracing::Instrument;
 
+use crate::Error;
 use crate::bus::{BusConfig, headers};
 use crate::event::RecordedEvent;
-use crate::Error;
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -70,7 +70,9 @@ pub enum HandlerError {
 impl From<Error> for HandlerError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Decode { .. } | Error::WrongAggregateType { .. } => HandlerError::Permanent(e.to_string()),
+            Error::Decode { .. } | Error::WrongAggregateType { .. } => {
+                HandlerError::Permanent(e.to_string())
+            }
             other => HandlerError::Transient(Box::new(other)),
         }
     }
@@ -102,7 +104,9 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer").field("config", &self.config).finish()
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -152,7 +156,11 @@ impl Consumer {
     }
 
     async fn consume(&self) -> Result<(), Error> {
-        let stream = self.js.get_stream(&self.bus.stream).await.map_err(Error::nats)?;
+        let stream = self
+            .js
+            .get_stream(&self.bus.stream)
+            .await
+            .map_err(Error::nats)?;
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(
                 &self.config.name,
@@ -198,24 +206,36 @@ impl Consumer {
                 .collect();
             coffer_telemetry::set_parent_from_headers(&span, &carried);
         }
-        let outcome = self.apply(msg, stream_sequence, delivered).instrument(span.clone()).await;
+        let outcome = self
+            .apply(msg, stream_sequence, delivered)
+            .instrument(span.clone())
+            .await;
         let _enter = span.enter();
         match outcome {
             Outcome::Done | Outcome::AlreadyProcessed => msg.ack().await.map_err(Error::nats),
             Outcome::Retry(reason) if delivered < self.config.max_deliver => {
-                let delay = self.config.retry_delay * 2u32.saturating_pow((delivered - 1).clamp(0, 10) as u32);
+                let delay = self.config.retry_delay
+                    * 2u32.saturating_pow((delivered - 1).clamp(0, 10) as u32);
                 tracing::warn!(%reason, ?delay, "handler failed; will redeliver");
-                msg.ack_with(AckKind::Nak(Some(delay))).await.map_err(Error::nats)
+                msg.ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(Error::nats)
             }
             Outcome::Retry(reason) | Outcome::DeadLetter(reason) => {
                 tracing::error!(%reason, "dead-lettering event");
-                self.dead_letter(msg, &reason, stream_sequence, delivered).await?;
+                self.dead_letter(msg, &reason, stream_sequence, delivered)
+                    .await?;
                 msg.ack().await.map_err(Error::nats)
             }
         }
     }
 
-    async fn apply(&self, msg: &jetstream::Message, stream_sequence: u64, delivered: i64) -> Outcome {
+    async fn apply(
+        &self,
+        msg: &jetstream::Message,
+        stream_sequence: u64,
+        delivered: i64,
+    ) -> Outcome {
         let event = match RecordedEvent::decode_envelope(&msg.payload) {
             Ok(e) => e,
             Err(e) => return Outcome::DeadLetter(e.to_string()),
@@ -281,14 +301,23 @@ impl Consumer {
             format!("dlq:{}:{stream_sequence}", self.config.name).as_str(),
         );
         if let Some(orig) = &msg.headers {
-            for key in ["traceparent", "tracestate", headers::EVENT_TYPE, headers::ORG_ID] {
+            for key in [
+                "traceparent",
+                "tracestate",
+                headers::EVENT_TYPE,
+                headers::ORG_ID,
+            ] {
                 if let Some(v) = orig.get(key) {
                     h.insert(key, v.as_str());
                 }
             }
         }
         self.js
-            .publish_with_headers(self.bus.dlq_subject(&self.config.name), h, msg.payload.clone())
+            .publish_with_headers(
+                self.bus.dlq_subject(&self.config.name),
+                h,
+                msg.payload.clone(),
+            )
             .await
             .map_err(Error::nats)?
             .await

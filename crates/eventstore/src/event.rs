@@ -76,8 +76,9 @@ impl RecordedEvent {
     /// Decodes and validates an envelope received from the wire. Every field is checked; the
     /// error names the first field that is wrong.
     pub fn decode_envelope(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let env = pb::EventEnvelope::decode(bytes)
-            .map_err(|e| EnvelopeError::new("envelope", format!("is not a protobuf EventEnvelope: {e}")))?;
+        let env = pb::EventEnvelope::decode(bytes).map_err(|e| {
+            EnvelopeError::new("envelope", format!("is not a protobuf EventEnvelope: {e}"))
+        })?;
         Self::try_from(env)
     }
 }
@@ -124,10 +125,9 @@ impl TryFrom<pb::EventEnvelope> for RecordedEvent {
             .actor
             .ok_or_else(|| EnvelopeError::new("actor", "is required"))?;
         let actor = Actor {
-            kind: actor
-                .kind
-                .parse()
-                .map_err(|_| EnvelopeError::new("actor.kind", "must be user, api_key, agent or service"))?,
+            kind: actor.kind.parse().map_err(|_| {
+                EnvelopeError::new("actor.kind", "must be user, api_key, agent or service")
+            })?,
             id: non_empty("actor.id", actor.id)?,
         };
         if env.version == 0 {
@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn envelopes_round_trip() {
         let e = sample();
-        assert_eq!(RecordedEvent::decode_envelope(&e.encode_envelope()).unwrap(), e);
+        assert_eq!(
+            RecordedEvent::decode_envelope(&e.encode_envelope()).unwrap(),
+            e
+        );
     }
 
     #[test]

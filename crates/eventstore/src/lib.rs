@@ -23,7 +23,8 @@ pub use consumer::{Consumer, ConsumerConfig, Delivery, Handler, HandlerError};
 pub use event::{EnvelopeError, RecordedEvent};
 pub use relay::{Relay, RelayConfig};
 pub use store::{
-    Committed, EventStore, ExecuteError, NewEvent, Projection, ProjectionError, decode_recorded, rebuild,
+    Committed, EventStore, ExecuteError, NewEvent, Projection, ProjectionError, decode_recorded,
+    rebuild,
 };
 
 use coffer_types::{AggregateId, EventId};
@@ -51,27 +52,27 @@ pub enum Error {
         found: String,
     },
     /// A stored event does not decode.
-    #[error("stored event {event_id} does not decode: {source}")]
+    #[error("stored event {event_id} does not decode: {cause}")]
     Decode {
         /// The event.
         event_id: EventId,
         /// Why.
-        #[source]
-        source: DecodeError,
+        cause: DecodeError,
     },
     /// A projection failed; the append was not committed.
-    #[error("projection {projection} failed on event {event_id}: {source}")]
+    #[error("projection {projection} failed on event {event_id}: {cause}")]
     Projection {
         /// The projection's name.
         projection: &'static str,
         /// The event it failed on.
         event_id: EventId,
         /// Its error.
-        #[source]
-        source: ProjectionError,
+        cause: ProjectionError,
     },
     /// A rebuild was attempted under a role that row-level security confines to one tenant.
-    #[error("rebuilding projections needs the owner role (BYPASSRLS); a service role would replay nothing")]
+    #[error(
+        "rebuilding projections needs the owner role (BYPASSRLS); a service role would replay nothing"
+    )]
     RebuildNeedsOwner,
     /// Database failure.
     #[error(transparent)]

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Row};
 use tokio::time::sleep;
 
-use crate::bus::{BusConfig, headers};
 use crate::Error;
+use crate::bus::{BusConfig, headers};
 
 /// Relay tuning.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -70,7 +70,13 @@ struct Pass {
 
 impl Relay {
     /// A relay for `service`'s outbox. It logs in as `coffer_<service>_relay`.
-    pub fn new(db: DbConfig, service: ServiceName, js: jetstream::Context, bus: BusConfig, config: RelayConfig) -> Self {
+    pub fn new(
+        db: DbConfig,
+        service: ServiceName,
+        js: jetstream::Context,
+        bus: BusConfig,
+        config: RelayConfig,
+    ) -> Self {
         Self {
             db,
             service,
@@ -101,12 +107,14 @@ impl Relay {
     }
 
     async fn connect(&self) -> Result<PgConnection, Error> {
-        let opts = self.db.role_options(&self.service.relay_role(), &self.service.schema())?;
-        PgConnection::connect_with(&opts).await.map_err(|source| {
+        let opts = self
+            .db
+            .role_options(&self.service.relay_role(), &self.service.schema())?;
+        PgConnection::connect_with(&opts).await.map_err(|cause| {
             Error::Db(coffer_db::Error::Connect {
                 target: self.db.target(),
                 role: self.service.relay_role(),
-                source,
+                cause,
             })
         })
     }
@@ -127,7 +135,10 @@ impl Relay {
                 break;
             }
             if !announced {
-                tracing::info!(service = self.service.0, "another relay is active; standing by");
+                tracing::info!(
+                    service = self.service.0,
+                    "another relay is active; standing by"
+                );
                 announced = true;
             }
             sleep(self.config.standby_poll).await;
@@ -136,16 +147,24 @@ impl Relay {
 
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(self.db.role_options(&self.service.relay_role(), &self.service.schema())?)
+            .connect_with(
+                self.db
+                    .role_options(&self.service.relay_role(), &self.service.schema())?,
+            )
             .await
             .map_err(db)?;
         let mut listener = PgListener::connect_with(&listener_pool).await.map_err(db)?;
-        listener.listen(&self.service.outbox_channel()).await.map_err(db)?;
+        listener
+            .listen(&self.service.outbox_channel())
+            .await
+            .map_err(db)?;
 
         loop {
             let pass = self.publish_batch(&mut conn).await?;
             if pass.failed {
-                return Err(Error::Nats("publishing stopped before every row was acknowledged".into()));
+                return Err(Error::Nats(
+                    "publishing stopped before every row was acknowledged".into(),
+                ));
             }
             if pass.published as i64 == self.config.batch_size {
                 continue;
@@ -183,7 +202,8 @@ impl Relay {
             let subject = {
                 let org: uuid::Uuid = row.try_get("org_id").map_err(db)?;
                 let event_type: String = row.try_get("event_type").map_err(db)?;
-                self.bus.subject(OrgId::from_uuid(org), self.service.0, &event_type)
+                self.bus
+                    .subject(OrgId::from_uuid(org), self.service.0, &event_type)
             };
             match self.js.send_publish(subject, message).await {
                 Ok(ack) => pending.push((id, ack)),

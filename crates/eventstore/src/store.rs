@@ -51,7 +51,11 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event. Must depend only on the event (never on `now()` or other tables
     /// that a rebuild would not recreate) so that a rebuild yields identical rows.
-    async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// The result of a command that was accepted and committed.
@@ -91,7 +95,11 @@ impl std::fmt::Debug for EventStore {
             .field("service", &self.service)
             .field(
                 "projections",
-                &self.projections.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                &self
+                    .projections
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -118,7 +126,11 @@ impl EventStore {
     }
 
     /// Loads an aggregate's state and version inside `tx`.
-    pub async fn load<A: Aggregate>(&self, tx: &mut TenantTx, id: AggregateId) -> Result<(A, u64), Error> {
+    pub async fn load<A: Aggregate>(
+        &self,
+        tx: &mut TenantTx,
+        id: AggregateId,
+    ) -> Result<(A, u64), Error> {
         let events = self.read_stream(tx, id).await?;
         let mut state = A::default();
         let mut version = 0;
@@ -130,9 +142,9 @@ impl EventStore {
                     found: e.aggregate_type.clone(),
                 });
             }
-            let event: A::Event = e.decode().map_err(|source| Error::Decode {
+            let event: A::Event = e.decode().map_err(|cause| Error::Decode {
                 event_id: e.event_id,
-                source,
+                cause,
             })?;
             state = state.evolve(&event);
             version = e.version;
@@ -141,12 +153,18 @@ impl EventStore {
     }
 
     /// Every event of one aggregate, in version order.
-    pub async fn read_stream(&self, tx: &mut TenantTx, id: AggregateId) -> Result<Vec<RecordedEvent>, Error> {
-        let rows = sqlx::query(&format!("{SELECT_EVENTS} WHERE aggregate_id = $1 ORDER BY version"))
-            .bind(id.as_uuid())
-            .fetch_all(tx.conn())
-            .await
-            .map_err(coffer_db::Error::from)?;
+    pub async fn read_stream(
+        &self,
+        tx: &mut TenantTx,
+        id: AggregateId,
+    ) -> Result<Vec<RecordedEvent>, Error> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_EVENTS} WHERE aggregate_id = $1 ORDER BY version"
+        ))
+        .bind(id.as_uuid())
+        .fetch_all(tx.conn())
+        .await
+        .map_err(coffer_db::Error::from)?;
         rows.iter().map(|r| row_to_event(self.service, r)).collect()
     }
 
@@ -213,7 +231,9 @@ impl EventStore {
         let (state, version) = self.load::<A>(tx, id).await?;
         let new_events = state.decide(command).map_err(ExecuteError::Rejected)?;
         let encoded: Vec<NewEvent> = new_events.iter().map(NewEvent::from_domain).collect();
-        let recorded = self.append(tx, A::TYPE, id, version, actor, &encoded).await?;
+        let recorded = self
+            .append(tx, A::TYPE, id, version, actor, &encoded)
+            .await?;
         let state = new_events.iter().fold(state, A::evolve);
         Ok(Committed {
             state,
@@ -239,7 +259,10 @@ impl EventStore {
         loop {
             attempt += 1;
             let mut tx = self.db.begin_tenant(org).await.map_err(Error::from)?;
-            match self.execute_in::<A>(&mut tx, id, actor, command.clone()).await {
+            match self
+                .execute_in::<A>(&mut tx, id, actor, command.clone())
+                .await
+            {
                 Ok(done) => {
                     tx.commit().await.map_err(Error::from)?;
                     return Ok(done);
@@ -282,7 +305,11 @@ fn row_to_event(service: &str, row: &sqlx::postgres::PgRow) -> Result<RecordedEv
     get().map_err(|e| Error::Db(e.into()))
 }
 
-async fn insert_events(conn: &mut PgConnection, events: &[RecordedEvent], expected_version: u64) -> Result<(), Error> {
+async fn insert_events(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+    expected_version: u64,
+) -> Result<(), Error> {
     let first = &events[0];
     let versions: Vec<i64> = events.iter().map(|e| e.version as i64).collect();
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id.0).collect();
@@ -364,11 +391,13 @@ async fn apply_projections(
     event: &RecordedEvent,
 ) -> Result<(), Error> {
     for p in projections {
-        p.apply(conn, event).await.map_err(|source| Error::Projection {
-            projection: p.name(),
-            event_id: event.event_id,
-            source,
-        })?;
+        p.apply(conn, event)
+            .await
+            .map_err(|cause| Error::Projection {
+                projection: p.name(),
+                event_id: event.event_id,
+                cause,
+            })?;
     }
     Ok(())
 }
@@ -384,10 +413,12 @@ pub async fn rebuild(
     service: coffer_db::ServiceName,
     projections: &[Arc<dyn Projection>],
 ) -> Result<u64, Error> {
-    let bypass: bool = sqlx::query_scalar("SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user")
-        .fetch_one(&mut *owner)
-        .await
-        .map_err(coffer_db::Error::from)?;
+    let bypass: bool = sqlx::query_scalar(
+        "SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut *owner)
+    .await
+    .map_err(coffer_db::Error::from)?;
     if !bypass {
         return Err(Error::RebuildNeedsOwner);
     }
@@ -400,7 +431,10 @@ pub async fn rebuild(
         .map_err(q)?;
     for p in projections {
         for table in p.tables() {
-            sqlx::query(&format!("TRUNCATE {table}")).execute(&mut *tx).await.map_err(q)?;
+            sqlx::query(&format!("TRUNCATE {table}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
         }
     }
     // Stream the replay through a second connection-free cursor: collect in pages so the
@@ -435,11 +469,10 @@ pub async fn rebuild(
     Ok(count)
 }
 
-
 /// Decodes a stored event for a caller that knows its type.
 pub fn decode_recorded<E: DomainEvent>(event: &RecordedEvent) -> Result<E, Error> {
-    event.decode().map_err(|source: DecodeError| Error::Decode {
+    event.decode().map_err(|cause: DecodeError| Error::Decode {
         event_id: event.event_id,
-        source,
+        cause,
     })
 }

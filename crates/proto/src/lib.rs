@@ -7,7 +7,8 @@
 #![allow(missing_docs, clippy::all, missing_debug_implementations)]
 
 /// Encoded `FileDescriptorSet` of every Coffer proto, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/coffer_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/coffer_descriptor.bin"));
 
 pub mod common {
     pub mod v1 {

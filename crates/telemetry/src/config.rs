@@ -40,7 +40,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::default(),
-            filter: "info".to_owned(),
+            filter: "info,opentelemetry=warn,opentelemetry_sdk=warn".to_owned(),
             service_name: "coffer".to_owned(),
         }
     }
@@ -65,7 +65,7 @@ mod tests {
     fn empty_section_takes_defaults() {
         let cfg: TelemetryConfig = toml::from_str("").unwrap();
         assert_eq!(cfg, TelemetryConfig::default());
-        assert_eq!(cfg.filter, "info");
+        assert_eq!(cfg.filter, "info,opentelemetry=warn,opentelemetry_sdk=warn");
         assert_eq!(cfg.format, LogFormat::Pretty);
     }
 

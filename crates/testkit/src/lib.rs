@@ -67,12 +67,18 @@ impl TestDb {
     pub async fn create() -> Self {
         let superuser = superuser_url();
         let name = unique("t_");
-        let mut conn = PgConnection::connect(&superuser).await.expect("connect as superuser");
+        let mut conn = PgConnection::connect(&superuser)
+            .await
+            .expect("connect as superuser");
         sqlx::raw_sql(&format!("CREATE DATABASE {name} OWNER coffer_owner"))
             .execute(&mut conn)
             .await
             .expect("create test database");
-        let base = superuser.rsplit_once('/').expect("url has a database").0.to_owned();
+        let base = superuser
+            .rsplit_once('/')
+            .expect("url has a database")
+            .0
+            .to_owned();
         let owner_url = base.replacen("postgres@", "coffer_owner@", 1);
         Self {
             config: DbConfig::new(format!("{owner_url}/{name}")),
@@ -84,13 +90,17 @@ impl TestDb {
     /// Creates a database and applies `schemas`' migrations as the owner.
     pub async fn migrated(schemas: &[Schema]) -> Self {
         let db = Self::create().await;
-        coffer_db::migrate(&db.config, schemas).await.expect("migrate test database");
+        coffer_db::migrate(&db.config, schemas)
+            .await
+            .expect("migrate test database");
         db
     }
 
     /// A service pool, logged in as the service role.
     pub async fn service(&self, service: ServiceName) -> Database {
-        Database::connect(&self.config, service).await.expect("connect as service role")
+        Database::connect(&self.config, service)
+            .await
+            .expect("connect as service role")
     }
 
     /// A pool logged in as the superuser, for assertions and tamper tests.
@@ -111,12 +121,22 @@ impl TestDb {
 }
 
 /// A NATS connection and a bus config with names unique to this test; streams created.
-pub async fn bus() -> (async_nats::Client, async_nats::jetstream::Context, BusConfig) {
+pub async fn bus() -> (
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    BusConfig,
+) {
     bus_at(&nats_url()).await
 }
 
 /// Like [`bus`], against a specific server.
-pub async fn bus_at(url: &str) -> (async_nats::Client, async_nats::jetstream::Context, BusConfig) {
+pub async fn bus_at(
+    url: &str,
+) -> (
+    async_nats::Client,
+    async_nats::jetstream::Context,
+    BusConfig,
+) {
     let client = async_nats::connect(url).await.expect("connect to nats");
     let js = async_nats::jetstream::new(client.clone());
     let bus = BusConfig::with_prefix(&unique("t"));
@@ -135,7 +155,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -207,7 +230,11 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use coffer_db::{Database, Schema, ServiceName, TenantTx};
 use coffer_eventstore::{
-    Aggregate, DecodeError, Delivery, DomainEvent, EventStore, Handler, HandlerError, Projection, ProjectionError,
-    RecordedEvent,
+    Aggregate, DecodeError, Delivery, DomainEvent, EventStore, Handler, HandlerError, Projection,
+    ProjectionError, RecordedEvent,
 };
 use coffer_testkit::TestDb;
 use sqlx::PgConnection;
@@ -54,7 +54,9 @@ impl Aggregate for Counter {
 
     fn evolve(self, event: &CounterEvent) -> Self {
         match event {
-            CounterEvent::Added(n) => Counter { total: self.total + n },
+            CounterEvent::Added(n) => Counter {
+                total: self.total + n,
+            },
         }
     }
 }
@@ -96,7 +98,11 @@ impl Projection for CountersProjection {
         &["counters"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
         let CounterEvent::Added(n) = event.decode::<CounterEvent>()?;
         sqlx::query(
             "INSERT INTO counters (org_id, counter_id, total, updates, last_at) VALUES ($1, $2, $3, 1, $4)

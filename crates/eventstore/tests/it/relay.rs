@@ -16,7 +16,13 @@ fn spawn_relay(
     bus: &coffer_eventstore::BusConfig,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let (stop, stopped) = oneshot::channel::<()>();
-    let relay = Relay::new(t.config.clone(), SERVICE, js.clone(), bus.clone(), RelayConfig::default());
+    let relay = Relay::new(
+        t.config.clone(),
+        SERVICE,
+        js.clone(),
+        bus.clone(),
+        RelayConfig::default(),
+    );
     let handle = tokio::spawn(relay.run(async move {
         let _ = stopped.await;
     }));
@@ -38,7 +44,10 @@ async fn relay_publishes_each_event_with_its_id_in_aggregate_order_and_deletes_i
     let ids: Vec<AggregateId> = (0..5).map(|_| AggregateId::new()).collect();
     for round in 1..=10 {
         for id in &ids {
-            store.execute::<Counter>(org, *id, &Actor::service("t"), CounterCommand::Add(round)).await.unwrap();
+            store
+                .execute::<Counter>(org, *id, &Actor::service("t"), CounterCommand::Add(round))
+                .await
+                .unwrap();
         }
     }
     let (_stop, _h) = spawn_relay(&t, &js, &bus);
@@ -53,13 +62,26 @@ async fn relay_publishes_each_event_with_its_id_in_aggregate_order_and_deletes_i
             event.event_id.to_string(),
             "Nats-Msg-Id is the event id"
         );
-        assert_eq!(m.subject.as_str(), bus.subject(org, "estest", "CounterAdded"));
-        versions.entry(event.aggregate_id).or_default().push(event.version);
+        assert_eq!(
+            m.subject.as_str(),
+            bus.subject(org, "estest", "CounterAdded")
+        );
+        versions
+            .entry(event.aggregate_id)
+            .or_default()
+            .push(event.version);
     }
     for v in versions.values() {
-        assert_eq!(v, &(1..=10).collect::<Vec<u64>>(), "per-aggregate order is preserved");
+        assert_eq!(
+            v,
+            &(1..=10).collect::<Vec<u64>>(),
+            "per-aggregate order is preserved"
+        );
     }
-    eventually("outbox drained", WAIT, || async { (outbox_len(&t).await == 0).then_some(()) }).await;
+    eventually("outbox drained", WAIT, || async {
+        (outbox_len(&t).await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -69,7 +91,10 @@ async fn a_second_relay_stands_by_and_takes_over_when_the_first_dies() {
     let org = OrgId::new();
     let (stop_a, relay_a) = spawn_relay(&t, &js, &bus);
     let id = AggregateId::new();
-    store.execute::<Counter>(org, id, &Actor::service("t"), CounterCommand::Add(1)).await.unwrap();
+    store
+        .execute::<Counter>(org, id, &Actor::service("t"), CounterCommand::Add(1))
+        .await
+        .unwrap();
     wait_for_messages(&js, &bus.stream, 1, WAIT).await;
     let (_stop_b, _relay_b) = spawn_relay(&t, &js, &bus);
 
@@ -91,7 +116,10 @@ async fn a_second_relay_stands_by_and_takes_over_when_the_first_dies() {
     relay_a.abort();
     drop(stop_a);
     for n in 2..=20 {
-        store.execute::<Counter>(org, id, &Actor::service("t"), CounterCommand::Add(n)).await.unwrap();
+        store
+            .execute::<Counter>(org, id, &Actor::service("t"), CounterCommand::Add(n))
+            .await
+            .unwrap();
     }
     let msgs = wait_for_messages(&js, &bus.stream, 20, WAIT).await;
     let unique: HashSet<String> = msgs
@@ -99,7 +127,10 @@ async fn a_second_relay_stands_by_and_takes_over_when_the_first_dies() {
         .map(|m| m.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned())
         .collect();
     assert_eq!(unique.len(), 20, "every event published once");
-    eventually("one holder again", WAIT, || async { (holders().await == 1).then_some(()) }).await;
+    eventually("one holder again", WAIT, || async {
+        (holders().await == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -115,7 +146,14 @@ async fn transactions_that_commit_out_of_sequence_order_are_never_skipped() {
     for _ in 0..8 {
         let mut tx = db.begin_tenant(org).await.unwrap();
         store
-            .append(&mut tx, "Counter", AggregateId::new(), 0, &Actor::service("t"), &[NewEvent::from_domain(&CounterEvent::Added(1))])
+            .append(
+                &mut tx,
+                "Counter",
+                AggregateId::new(),
+                0,
+                &Actor::service("t"),
+                &[NewEvent::from_domain(&CounterEvent::Added(1))],
+            )
             .await
             .unwrap();
         open.push(tx);
@@ -127,7 +165,10 @@ async fn transactions_that_commit_out_of_sequence_order_are_never_skipped() {
         wait_for_messages(&js, &bus.stream, expected, WAIT).await;
     }
     assert_eq!(wait_for_messages(&js, &bus.stream, 8, WAIT).await.len(), 8);
-    eventually("outbox drained", WAIT, || async { (outbox_len(&t).await == 0).then_some(()) }).await;
+    eventually("outbox drained", WAIT, || async {
+        (outbox_len(&t).await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -142,7 +183,12 @@ async fn eight_concurrent_writers_lose_nothing() {
         writers.push(tokio::spawn(async move {
             for _ in 0..50 {
                 store
-                    .execute::<Counter>(org, AggregateId::new(), &Actor::service("t"), CounterCommand::Add(1))
+                    .execute::<Counter>(
+                        org,
+                        AggregateId::new(),
+                        &Actor::service("t"),
+                        CounterCommand::Add(1),
+                    )
                     .await
                     .unwrap();
             }
@@ -152,6 +198,9 @@ async fn eight_concurrent_writers_lose_nothing() {
         w.await.unwrap();
     }
     let msgs = wait_for_messages(&js, &bus.stream, 400, WAIT).await;
-    let unique: HashSet<_> = msgs.iter().map(|m| m.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned()).collect();
+    let unique: HashSet<_> = msgs
+        .iter()
+        .map(|m| m.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned())
+        .collect();
     assert_eq!(unique.len(), 400);
 }

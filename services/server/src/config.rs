@@ -1,0 +1,264 @@
+//! The `coffer` binary's configuration: one typed struct, layered defaults → TOML file →
+//! `COFFER_*` environment → command-line flags, then [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use coffer_db::DbConfig;
+use coffer_eventstore::{BusConfig, RelayConfig};
+use coffer_kms::KmsConfig;
+use coffer_telemetry::TelemetryConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything `coffer serve`, `coffer migrate` and `coffer admin` need.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL: the URL's user is the owner role (migrations, admin); services log in
+    /// with their own roles.
+    pub database: DbConfig,
+    /// NATS JetStream.
+    pub nats: NatsConfig,
+    /// The gRPC listener.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+    /// The KMS master key. Optional until a service needs it; when set, `serve` opens it at
+    /// boot so a bad key file or unreachable KMS fails the start, not the first request.
+    #[serde(default)]
+    pub kms: Option<KmsConfig>,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// The outbox relay.
+    #[serde(default)]
+    pub relay: RelayConfig,
+}
+
+/// `[nats]`. (No `deny_unknown_fields` here: serde cannot combine it with `flatten`.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct NatsConfig {
+    /// `nats://host:port`.
+    pub url: String,
+    /// How long to wait for the first connection at boot.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Stream and subject names.
+    #[serde(flatten)]
+    pub bus: BusConfig,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `[grpc]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address to listen on; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+        }
+    }
+}
+
+/// A config value failed a rule.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Missing or malformed value while merging the layers.
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    /// A value broke a rule.
+    #[error("configuration: {field} {rule}")]
+    Invalid {
+        /// The dotted field name.
+        field: &'static str,
+        /// What is wrong.
+        rule: String,
+    },
+}
+
+/// Values given as command-line flags; they override every other layer.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `COFFER_SECTION__KEY` variables, then
+    /// `flags`, and validates the result.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, Error> {
+        let mut figment = Figment::new().merge(Serialized::defaults(Defaults::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only `COFFER_SECTION__KEY` names configure the server: other COFFER_* variables
+        // (COFFER_CONFIG, the test stack's) are not config keys.
+        figment = figment.merge(
+            Env::prefixed("COFFER_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__")
+                .lowercase(true),
+        );
+        if let Some(listen) = flags.listen {
+            figment = figment.merge(Serialized::default("grpc.listen", listen));
+        }
+        let config: Config = figment.extract().map_err(|e| Error::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), Error> {
+        let url = url_scheme(&self.database.url);
+        if !matches!(url.as_deref(), Some("postgres" | "postgresql")) {
+            return Err(Error::Invalid {
+                field: "database.url",
+                rule: "must be a postgres:// URL".into(),
+            });
+        }
+        if self.database.max_connections == 0 {
+            return Err(Error::Invalid {
+                field: "database.max_connections",
+                rule: "must be at least 1".into(),
+            });
+        }
+        if !matches!(url_scheme(&self.nats.url).as_deref(), Some("nats" | "tls")) {
+            return Err(Error::Invalid {
+                field: "nats.url",
+                rule: "must be a nats:// or tls:// URL".into(),
+            });
+        }
+        self.nats.bus.validate().map_err(|rule| Error::Invalid {
+            field: "nats",
+            rule,
+        })?;
+        if self.relay.batch_size < 1 || self.relay.batch_size > 10_000 {
+            return Err(Error::Invalid {
+                field: "relay.batch_size",
+                rule: "must be between 1 and 10000".into(),
+            });
+        }
+        if let Some(kms) = &self.kms {
+            kms.validate().map_err(|e| Error::Invalid {
+                field: "kms",
+                rule: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn url_scheme(url: &str) -> Option<String> {
+    url.split_once("://").map(|(s, _)| s.to_ascii_lowercase())
+}
+
+/// The defaults layer: a local development setup.
+#[derive(Serialize)]
+struct Defaults {
+    database: DefaultDb,
+    nats: DefaultNats,
+    grpc: GrpcConfig,
+}
+
+#[derive(Serialize)]
+struct DefaultDb {
+    url: &'static str,
+}
+
+#[derive(Serialize)]
+struct DefaultNats {
+    url: &'static str,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            database: DefaultDb {
+                url: "postgres://coffer_owner@127.0.0.1:5432/coffer",
+            },
+            nats: DefaultNats {
+                url: "nats://127.0.0.1:4222",
+            },
+            grpc: GrpcConfig::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "coffer.toml",
+                r#"
+                [database]
+                url = "postgres://owner@db.file:5432/coffer"
+                max_connections = 7
+                [nats]
+                url = "nats://nats.file:4222"
+                [grpc]
+                listen = "127.0.0.1:9000"
+                "#,
+            )?;
+            jail.set_env("COFFER_NATS__URL", "nats://nats.env:4222");
+            jail.set_env("COFFER_GRPC__LISTEN", "127.0.0.1:9001");
+            jail.set_env("COFFER_STACK_DIR", "/not/a/config/key");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:9002".parse().unwrap()),
+            };
+            let c = Config::load(Some(Path::new("coffer.toml")), &flags).unwrap();
+            assert_eq!(c.database.url, "postgres://owner@db.file:5432/coffer");
+            assert_eq!(c.database.max_connections, 7);
+            assert_eq!(c.nats.url, "nats://nats.env:4222");
+            assert_eq!(c.grpc.listen.port(), 9002);
+            assert_eq!(c.nats.bus.stream, "COFFER_EVENTS");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_the_field_and_the_rule() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("COFFER_DATABASE__URL", "mysql://x/y");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, "configuration: database.url must be a postgres:// URL");
+
+            jail.set_env("COFFER_DATABASE__URL", "postgres://o@h/db");
+            jail.set_env("COFFER_NATS__DUPLICATE_WINDOW", "30s");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("duplicate_window must be at least 2m"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[grpc]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n")?;
+            let err = Config::load(Some(Path::new("c.toml")), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("lisen"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,11 @@
+//! The `coffer` binary as a library: configuration, the service targets it can run, their
+//! wiring ([`startup::Application`]), and the command-line client. `main.rs` only parses
+//! arguments and calls in here, so tests start exactly the production wiring.
+
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod startup;
+
+/// Every service schema this binary knows, in migration order.
+pub const SCHEMAS: &[coffer_db::Schema] = &[diag::SCHEMA];

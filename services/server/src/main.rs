@@ -1,0 +1,123 @@
+//! `coffer`: parse arguments, load config, init telemetry, run one command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use coffer_server::cli::{AdminCommand, Cli, Command, DiagCommand};
+use coffer_server::config::{Config, Overrides};
+use coffer_server::startup::{Application, Target};
+use coffer_server::{SCHEMAS, diag};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime =
+        tokio::runtime::Runtime::new().expect("a tokio runtime starts on any supported OS");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming what failed and where; the chain is joined with ": ".
+            eprintln!("coffer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Diag { command } => {
+            let _telemetry = client_telemetry();
+            match command {
+                DiagCommand::RoundTrip {
+                    server,
+                    org,
+                    note,
+                    timeout,
+                } => coffer_server::cli::diag_round_trip(&server, org, note, timeout).await,
+            }
+        }
+        Command::Admin {
+            command: AdminCommand::CreateLocalKmsKey { key_dir, key_id },
+        } => {
+            let path = coffer_kms::LocalKms::create_key(&key_dir, &coffer_kms::KeyId::new(key_id))
+                .context("create local KMS key")?;
+            println!("created {}", path.display());
+            Ok(())
+        }
+        command => {
+            let flags = match &command {
+                Command::Serve { listen, .. } => Overrides { listen: *listen },
+                _ => Overrides::default(),
+            };
+            let config = Config::load(cli.config.as_deref(), &flags)?;
+            let _telemetry =
+                coffer_telemetry::init(&config.telemetry).context("start telemetry")?;
+            server_command(command, config).await
+        }
+    }
+}
+
+async fn server_command(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { target, .. } => {
+            let app = Application::build(config, &target).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            coffer_db::migrate(&config.database, SCHEMAS).await?;
+            println!(
+                "migrated {} on {}",
+                SCHEMAS
+                    .iter()
+                    .map(|s| s.service.schema())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config.database.target()
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::RebuildProjections { service },
+        } => {
+            let (name, projections) = match service {
+                Target::Diag => (diag::SERVICE, diag::projections()),
+                Target::All => anyhow::bail!("--service must name one service"),
+            };
+            let opts = config.database.owner_options()?;
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connect to postgres at {} as the owner",
+                        config.database.target()
+                    )
+                })?;
+            let n = coffer_eventstore::rebuild(&mut conn, name, &projections).await?;
+            println!("rebuilt projections of {} from {n} events", name.schema());
+            Ok(())
+        }
+        Command::Diag { .. } | Command::Admin { .. } => {
+            unreachable!("handled before loading server config")
+        }
+    }
+}
+
+fn client_telemetry() -> Option<coffer_telemetry::TelemetryGuard> {
+    let config = coffer_telemetry::TelemetryConfig {
+        filter: "warn".into(),
+        service_name: "coffer-cli".into(),
+        ..Default::default()
+    };
+    coffer_telemetry::init(&config).ok()
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler succeeds on unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,246 @@
+//! Builds and runs `coffer serve`: boot checks, then the gRPC server, outbox relays and
+//! consumers of the selected targets, until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use coffer_db::Database;
+use coffer_eventstore::{Consumer, Relay};
+use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::diag::{self, Diagnostics, grpc::DiagnosticsGrpc};
+
+/// A service `coffer serve --target` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Every service in one process.
+    All,
+    /// Diagnostics: the event pipeline probe.
+    Diag,
+}
+
+impl Target {
+    fn includes(self, other: Target) -> bool {
+        self == Target::All || self == other
+    }
+}
+
+/// A boot check failed. Each message is one line naming what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Postgres unreachable or refusing the login.
+    #[error(transparent)]
+    Postgres(#[from] coffer_db::Error),
+    /// The database schema is older than this binary.
+    #[error("postgres at {target} is missing migrations: {missing}; run `coffer migrate`")]
+    MissingMigrations {
+        /// host:port/db.
+        target: String,
+        /// `schema NNNN_name` items.
+        missing: String,
+    },
+    /// NATS unreachable.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Nats {
+        /// The configured URL.
+        url: String,
+        /// The client's error.
+        reason: String,
+    },
+    /// JetStream streams could not be created.
+    #[error("cannot set up JetStream streams on {url}: {reason}")]
+    Streams {
+        /// The configured URL.
+        url: String,
+        /// The error.
+        reason: String,
+    },
+    /// The KMS master key could not be opened.
+    #[error("cannot open the KMS master key: {0}")]
+    Kms(coffer_kms::Error),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        cause: std::io::Error,
+    },
+    /// gRPC reflection could not be built from the descriptor sets.
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// A built, not yet running server: every boot check has passed.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<coffer_telemetry::GrpcTraceLayer, tower::layer::util::Identity>,
+    >,
+    background: Vec<Background>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+type Background = Box<
+    dyn FnOnce(watch::Receiver<bool>) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send,
+>;
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Application {
+    /// Runs the boot checks and wires the targets. Fails with one clear [`BootError`].
+    pub async fn build(config: Config, targets: &[Target]) -> Result<Self, BootError> {
+        let wants = |t: Target| targets.iter().any(|x| x.includes(t));
+
+        let nats = async_nats::ConnectOptions::new()
+            .connection_timeout(config.nats.connect_timeout)
+            .name("coffer")
+            .connect(&config.nats.url)
+            .await
+            .map_err(|e| BootError::Nats {
+                url: config.nats.url.clone(),
+                reason: e.to_string(),
+            })?;
+        let js = async_nats::jetstream::new(nats);
+        config
+            .nats
+            .bus
+            .ensure_streams(&js)
+            .await
+            .map_err(|e| BootError::Streams {
+                url: config.nats.url.clone(),
+                reason: e.to_string(),
+            })?;
+
+        if let Some(kms) = &config.kms {
+            coffer_kms::from_config(kms).await.map_err(BootError::Kms)?;
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| BootError::Reflection(e.to_string()))?;
+
+        let mut background: Vec<Background> = Vec::new();
+        let mut router = tonic::transport::Server::builder()
+            .layer(coffer_telemetry::GrpcTraceLayer)
+            .add_service(health_service)
+            .add_service(reflection);
+
+        if wants(Target::Diag) {
+            let db = Database::connect(&config.database, diag::SERVICE).await?;
+            check_migrations(&db, &config, &[diag::SCHEMA]).await?;
+            let app = Diagnostics::new(db.clone());
+            let relay = Relay::new(
+                config.database.clone(),
+                diag::SERVICE,
+                js.clone(),
+                config.nats.bus.clone(),
+                config.relay.clone(),
+            );
+            background.push(Box::new(move |rx| Box::pin(relay.run(stopped(rx)))));
+            let consumer = Consumer::new(
+                db,
+                js.clone(),
+                config.nats.bus.clone(),
+                Diagnostics::consumer_config(&config.nats.bus),
+                app.handler(),
+            );
+            background.push(Box::new(move |rx| {
+                Box::pin(async move {
+                    if let Err(e) = consumer.run(stopped(rx)).await {
+                        tracing::error!(error = %e, "diagnostics consumer stopped");
+                    }
+                })
+            }));
+            health
+                .set_serving::<DiagnosticsServiceServer<DiagnosticsGrpc>>()
+                .await;
+            router = router.add_service(DiagnosticsServiceServer::new(DiagnosticsGrpc::new(app)));
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.grpc.listen)
+            .await
+            .map_err(|cause| BootError::Listen {
+                addr: config.grpc.listen,
+                cause,
+            })?;
+        let addr = listener.local_addr().map_err(|cause| BootError::Listen {
+            addr: config.grpc.listen,
+            cause,
+        })?;
+        Ok(Self {
+            listener,
+            addr,
+            router,
+            background,
+        })
+    }
+
+    /// The address the gRPC server listens on (the real port when configured with 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then stops the background tasks and drains.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for task in self.background {
+            tasks.spawn(task(stop_rx.clone()));
+        }
+        tracing::info!(addr = %self.addr, "coffer serving");
+        let stop = Arc::new(stop_tx);
+        let stop_on_signal = stop.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+        let served = self
+            .router
+            .serve_with_incoming_shutdown(incoming, async move {
+                shutdown.await;
+                let _ = stop_on_signal.send(true);
+            })
+            .await;
+        let _ = stop.send(true);
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("coffer stopped");
+        served.map_err(Into::into)
+    }
+}
+
+async fn check_migrations(
+    db: &Database,
+    config: &Config,
+    schemas: &[coffer_db::Schema],
+) -> Result<(), BootError> {
+    let missing = coffer_db::missing_migrations(db.pool(), schemas).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(BootError::MissingMigrations {
+        target: config.database.target(),
+        missing: missing
+            .iter()
+            .map(|(schema, m)| format!("{schema} {m}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}

@@ -1,0 +1,7 @@
+//! `coffer` integration tests: the production wiring on port 0, real Postgres and NATS.
+
+mod binary;
+mod diag;
+mod grpc;
+mod helpers;
+mod tenancy;
