@@ -196,6 +196,7 @@ impl Default for Defaults {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error by design
 mod tests {
     use super::*;
 

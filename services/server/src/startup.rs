@@ -131,17 +131,25 @@ impl Application {
         }
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(coffer_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        // Both reflection versions: grpcurl and many SDKs still speak v1alpha.
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| BootError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| BootError::Reflection(e.to_string()))?;
 
         let mut background: Vec<Background> = Vec::new();
         let mut router = tonic::transport::Server::builder()
             .layer(coffer_telemetry::GrpcTraceLayer)
             .add_service(health_service)
-            .add_service(reflection);
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
 
         if wants(Target::Diag) {
             let db = Database::connect(&config.database, diag::SERVICE).await?;
