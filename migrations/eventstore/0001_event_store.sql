@@ -28,6 +28,7 @@ CREATE TABLE outbox (
     id              bigserial   PRIMARY KEY,
     org_id          uuid        NOT NULL,
     event_id        uuid        NOT NULL UNIQUE,
+    aggregate_id    uuid        NOT NULL,
     event_type      text        NOT NULL,
     -- The encoded coffer.events.v1.EventEnvelope.
     envelope        bytea       NOT NULL,

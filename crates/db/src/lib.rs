@@ -225,7 +225,13 @@ impl Database {
             .execute(&mut *tx)
             .await?;
         coffer_telemetry::record_org_id(org);
-        Ok(TenantTx { tx, org })
+        Ok(TenantTx {
+            tx,
+            org,
+            pool: self.pool.clone(),
+            service: self.service,
+            outbox_written: false,
+        })
     }
 }
 
@@ -235,6 +241,10 @@ impl Database {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     org: OrgId,
+    pool: PgPool,
+    service: ServiceName,
+    /// Set by the event store when this transaction wrote outbox rows.
+    outbox_written: bool,
 }
 
 impl TenantTx {
@@ -243,9 +253,30 @@ impl TenantTx {
         self.org
     }
 
-    /// Commits the transaction.
+    /// Records that this transaction wrote outbox rows, so [`TenantTx::commit`] wakes the
+    /// relay.
+    pub fn note_outbox_write(&mut self) {
+        self.outbox_written = true;
+    }
+
+    /// Commits the transaction; if it wrote outbox rows, then wakes the service's relay.
+    ///
+    /// The `NOTIFY` is sent after the commit, in its own statement, not inside the
+    /// transaction: Postgres serialises the commits of notifying transactions on a
+    /// cluster-wide lock, which would serialise every append. A lost wake-up costs latency
+    /// only: the relay also polls.
     pub async fn commit(self) -> Result<(), Error> {
-        self.tx.commit().await.map_err(Error::from)
+        self.tx.commit().await?;
+        if self.outbox_written {
+            let woke = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(self.service.outbox_channel())
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = woke {
+                tracing::debug!(error = %e, "outbox wake-up not sent; the relay's poll will pick the rows up");
+            }
+        }
+        Ok(())
     }
 
     /// Rolls the transaction back.

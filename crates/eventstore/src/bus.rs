@@ -13,6 +13,8 @@ pub mod headers {
     pub const EVENT_TYPE: &str = "Coffer-Event-Type";
     /// The tenant.
     pub const ORG_ID: &str = "Coffer-Org-Id";
+    /// The aggregate, so consumers can keep one aggregate's events in order without decoding.
+    pub const AGGREGATE_ID: &str = "Coffer-Aggregate-Id";
     /// On a dead letter: why it was dead-lettered.
     pub const DLQ_REASON: &str = "Coffer-Dlq-Reason";
     /// On a dead letter: the consumer that gave up.

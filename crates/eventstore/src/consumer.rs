@@ -28,6 +28,9 @@ pub struct ConsumerConfig {
     pub ack_wait: Duration,
     /// First redelivery delay after a transient failure; doubles per attempt.
     pub retry_delay: Duration,
+    /// Messages handled concurrently. Events of one aggregate always share a lane, so they
+    /// are handled in stream order; different aggregates proceed in parallel.
+    pub lanes: usize,
 }
 
 impl ConsumerConfig {
@@ -39,6 +42,7 @@ impl ConsumerConfig {
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
+            lanes: 8,
         }
     }
 }
@@ -139,14 +143,15 @@ impl Consumer {
     /// Connection problems are retried; this returns early only if the consumer cannot be
     /// created.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let this = Arc::new(self);
         tokio::pin!(shutdown);
         loop {
             let result = tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                r = self.consume() => r,
+                r = this.consume() => r,
             };
             if let Err(e) = result {
-                tracing::warn!(consumer = %self.config.name, error = %e, "consumer interrupted; retrying");
+                tracing::warn!(consumer = %this.config.name, error = %e, "consumer interrupted; retrying");
             }
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
@@ -155,7 +160,7 @@ impl Consumer {
         }
     }
 
-    async fn consume(&self) -> Result<(), Error> {
+    async fn consume(self: &Arc<Self>) -> Result<(), Error> {
         let stream = self
             .js
             .get_stream(&self.bus.stream)
@@ -178,11 +183,43 @@ impl Consumer {
             .await
             .map_err(Error::nats)?;
         let mut messages = consumer.messages().await.map_err(Error::nats)?;
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(Error::nats)?;
-            self.process(&msg).await?;
+
+        // Lanes: one task each, fed in stream order; a message's lane is chosen by its
+        // aggregate so one aggregate's events are never handled concurrently or reordered.
+        let lanes = self.config.lanes.max(1);
+        let mut senders = Vec::with_capacity(lanes);
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..lanes {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<jetstream::Message>(32);
+            senders.push(tx);
+            let this = Arc::clone(self);
+            workers.spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    this.process(&msg).await?;
+                }
+                Ok::<(), Error>(())
+            });
         }
-        Ok(())
+        loop {
+            tokio::select! {
+                next = messages.next() => {
+                    let Some(msg) = next else { return Ok(()) };
+                    let msg = msg.map_err(Error::nats)?;
+                    let lane = lane_of(&msg, lanes);
+                    if senders[lane].send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Some(done) = workers.join_next() => {
+                    // A lane stops only on a message it could not settle.
+                    return done.map_err(Error::nats)?;
+                }
+            }
+        }
+        match workers.join_next().await {
+            Some(done) => done.map_err(Error::nats)?,
+            None => Ok(()),
+        }
     }
 
     /// Handles one message and settles it: ack, delayed nak, or dead letter then ack.
@@ -324,6 +361,22 @@ impl Consumer {
             .map_err(Error::nats)?;
         Ok(())
     }
+}
+
+/// The lane for a message: a hash of its aggregate id (set by the relay), so one
+/// aggregate's events always share a lane.
+fn lane_of(msg: &jetstream::Message, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let Some(aggregate) = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(headers::AGGREGATE_ID))
+    else {
+        return 0;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    aggregate.as_str().hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
 }
 
 /// A header value: one line, at most `max` bytes.

@@ -170,7 +170,11 @@ impl Relay {
                 continue;
             }
             tokio::select! {
-                n = listener.recv() => { n.map_err(db)?; }
+                n = listener.recv() => {
+                    n.map_err(db)?;
+                    // One pass serves every commit that notified so far.
+                    while listener.next_buffered().is_some() {}
+                }
                 () = sleep(self.config.idle_poll) => {}
             }
         }
@@ -180,7 +184,7 @@ impl Relay {
     async fn publish_batch(&self, conn: &mut PgConnection) -> Result<Pass, Error> {
         let mut tx = conn.begin().await.map_err(db)?;
         let rows = sqlx::query(
-            "SELECT id, org_id, event_id, event_type, envelope, trace_context FROM outbox
+            "SELECT id, org_id, event_id, aggregate_id, event_type, envelope, trace_context FROM outbox
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)
@@ -244,6 +248,7 @@ impl Relay {
     fn message(&self, row: &sqlx::postgres::PgRow) -> Result<PublishMessage, Error> {
         let event_id: uuid::Uuid = row.try_get("event_id").map_err(db)?;
         let org_id: uuid::Uuid = row.try_get("org_id").map_err(db)?;
+        let aggregate_id: uuid::Uuid = row.try_get("aggregate_id").map_err(db)?;
         let event_type: String = row.try_get("event_type").map_err(db)?;
         let envelope: Vec<u8> = row.try_get("envelope").map_err(db)?;
         let trace: sqlx::types::Json<std::collections::BTreeMap<String, String>> =
@@ -251,6 +256,7 @@ impl Relay {
         let mut h = HeaderMap::new();
         h.insert(headers::EVENT_TYPE, event_type.as_str());
         h.insert(headers::ORG_ID, org_id.to_string().as_str());
+        h.insert(headers::AGGREGATE_ID, aggregate_id.to_string().as_str());
         // The producer's trace context, so consumers continue the producer's trace.
         for (k, v) in &trace.0 {
             h.insert(k.as_str(), v.as_str());

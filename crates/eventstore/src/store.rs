@@ -207,12 +207,7 @@ impl EventStore {
             })
             .collect();
         insert_events(tx.conn(), &recorded, expected_version).await?;
-        insert_outbox(tx.conn(), &recorded).await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(self.db.service().outbox_channel())
-            .execute(tx.conn())
-            .await
-            .map_err(coffer_db::Error::from)?;
+        tx.note_outbox_write();
         for event in &recorded {
             apply_projections(&self.projections, tx.conn(), event).await?;
         }
@@ -305,6 +300,9 @@ fn row_to_event(service: &str, row: &sqlx::postgres::PgRow) -> Result<RecordedEv
     get().map_err(|e| Error::Db(e.into()))
 }
 
+/// Inserts the events and their outbox rows in one statement (one round trip). The guard
+/// makes a stale or skipped-ahead expected version a conflict even when no unique index
+/// would catch it (expected ahead of the stream).
 async fn insert_events(
     conn: &mut PgConnection,
     events: &[RecordedEvent],
@@ -316,18 +314,22 @@ async fn insert_events(
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let schema_versions: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
     let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    // The guard makes a stale or skipped-ahead expected version a conflict even when no
-    // unique index would catch it (expected ahead of the stream).
+    let envelopes: Vec<Vec<u8>> = events.iter().map(RecordedEvent::encode_envelope).collect();
     let inserted: i64 = sqlx::query_scalar(
         "WITH guard AS (SELECT coalesce(max(version), 0) AS v FROM events WHERE aggregate_id = $1),
+              new AS (
+                SELECT t.* FROM guard,
+                  unnest($8::bigint[], $9::uuid[], $10::text[], $11::int[], $12::bytea[], $14::bytea[])
+                    AS t(version, event_id, event_type, schema_version, payload, envelope)
+                WHERE guard.v = $13),
               ins AS (
                 INSERT INTO events (org_id, aggregate_type, aggregate_id, version, event_id, event_type,
                                     schema_version, occurred_at, actor_kind, actor_id, trace_context, payload)
-                SELECT $2, $3, $1, t.version, t.event_id, t.event_type, t.schema_version, $4, $5, $6, $7, t.payload
-                FROM guard, unnest($8::bigint[], $9::uuid[], $10::text[], $11::int[], $12::bytea[])
-                     AS t(version, event_id, event_type, schema_version, payload)
-                WHERE guard.v = $13
-                RETURNING 1)
+                SELECT $2, $3, $1, version, event_id, event_type, schema_version, $4, $5, $6, $7, payload FROM new
+                RETURNING 1),
+              out AS (
+                INSERT INTO outbox (org_id, event_id, aggregate_id, event_type, envelope, trace_context)
+                SELECT $2, event_id, $1, event_type, envelope, $7 FROM new ORDER BY version)
          SELECT count(*) FROM ins",
     )
     .bind(first.aggregate_id.as_uuid())
@@ -343,6 +345,7 @@ async fn insert_events(
     .bind(&schema_versions)
     .bind(&payloads)
     .bind(expected_version as i64)
+    .bind(&envelopes)
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| match &e {
@@ -358,30 +361,6 @@ async fn insert_events(
             expected_version,
         });
     }
-    Ok(())
-}
-
-async fn insert_outbox(conn: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), Error> {
-    let orgs: Vec<uuid::Uuid> = events.iter().map(|e| e.org_id.0).collect();
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.event_id.0).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let envelopes: Vec<Vec<u8>> = events.iter().map(RecordedEvent::encode_envelope).collect();
-    let traces: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| serde_json::to_value(&e.trace_context).expect("a string map always serialises"))
-        .collect();
-    sqlx::query(
-        "INSERT INTO outbox (org_id, event_id, event_type, envelope, trace_context)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[], $5::jsonb[])",
-    )
-    .bind(&orgs)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&envelopes)
-    .bind(&traces)
-    .execute(conn)
-    .await
-    .map_err(coffer_db::Error::from)?;
     Ok(())
 }
 

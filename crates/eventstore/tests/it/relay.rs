@@ -103,7 +103,8 @@ async fn a_second_relay_stands_by_and_takes_over_when_the_first_dies() {
     let holders = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-             WHERE l.locktype = 'advisory' AND l.granted AND a.usename = 'coffer_estest_relay'",
+             WHERE l.locktype = 'advisory' AND l.granted AND a.usename = 'coffer_estest_relay'
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .fetch_one(&su)
         .await

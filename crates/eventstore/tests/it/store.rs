@@ -53,7 +53,14 @@ async fn a_stale_expected_version_is_a_typed_conflict() {
 
     let mut tx = db.begin_tenant(org).await.unwrap();
     store
-        .append(&mut tx, "Counter", id, 0, &actor(), std::slice::from_ref(&e))
+        .append(
+            &mut tx,
+            "Counter",
+            id,
+            0,
+            &actor(),
+            std::slice::from_ref(&e),
+        )
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -61,7 +68,14 @@ async fn a_stale_expected_version_is_a_typed_conflict() {
     // Same expected version again: the unique (aggregate_id, version) index refuses it.
     let mut tx = db.begin_tenant(org).await.unwrap();
     let err = store
-        .append(&mut tx, "Counter", id, 0, &actor(), std::slice::from_ref(&e))
+        .append(
+            &mut tx,
+            "Counter",
+            id,
+            0,
+            &actor(),
+            std::slice::from_ref(&e),
+        )
         .await
         .unwrap_err();
     assert!(
