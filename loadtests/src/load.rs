@@ -1,0 +1,252 @@
+//! Load generators: closed-loop writers (as fast as they can, within a budget) and paced
+//! writers (a fixed total rate, open loop).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::report::{latency_histogram, micros};
+
+/// How much a closed-loop run may do: it stops at whichever limit comes first.
+#[derive(Debug)]
+pub struct Budget {
+    deadline: Instant,
+    limit: u64,
+    claimed: AtomicU64,
+}
+
+impl Budget {
+    /// At most `ops` operations, started within `duration` from now.
+    pub fn new(ops: u64, duration: Duration) -> Self {
+        Self {
+            deadline: Instant::now() + duration,
+            limit: ops,
+            claimed: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one operation from the budget; `false` once it is spent or time is up.
+    fn claim(&self) -> bool {
+        Instant::now() < self.deadline && self.claimed.fetch_add(1, Ordering::Relaxed) < self.limit
+    }
+}
+
+/// What a closed-loop run did.
+#[derive(Debug)]
+pub struct Run {
+    /// Operations completed, all writers together.
+    pub ops: u64,
+    /// From the start until the last writer finished.
+    pub elapsed: Duration,
+    /// Latency of each operation, microseconds.
+    pub latency: Histogram<u64>,
+}
+
+/// Runs `writers` tasks, each calling its own operation back to back until `budget` is spent.
+///
+/// `make_writer(i)` builds writer `i`'s operation: a closure that owns the writer's state and
+/// returns a future owning what it needs. The first failing operation fails the run.
+pub async fn closed_loop<M, F, Fut>(
+    writers: usize,
+    budget: Budget,
+    mut make_writer: M,
+) -> anyhow::Result<Run>
+where
+    M: FnMut(usize) -> F,
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let budget = Arc::new(budget);
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 0..writers {
+        let mut op = make_writer(i);
+        let budget = budget.clone();
+        tasks.spawn(async move {
+            let mut latency = latency_histogram();
+            let mut ops = 0u64;
+            while budget.claim() {
+                let t = Instant::now();
+                op().await?;
+                latency.saturating_record(micros(t.elapsed()));
+                ops += 1;
+            }
+            anyhow::Ok((ops, latency))
+        });
+    }
+    let mut run = Run {
+        ops: 0,
+        elapsed: Duration::ZERO,
+        latency: latency_histogram(),
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (ops, latency) = joined.context("join a writer task")??;
+        run.ops += ops;
+        run.latency
+            .add(latency)
+            .expect("every histogram has the same bounds");
+    }
+    run.elapsed = start.elapsed();
+    Ok(run)
+}
+
+/// A paced run: `rate` operations per second in total, spread evenly over `writers` tasks,
+/// for `warmup` and then `measure`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// Target operations per second, all writers together.
+    pub rate: f64,
+    /// Writer tasks; several, so one slow operation does not hold up the schedule.
+    pub writers: usize,
+    /// Paced but not measured.
+    pub warmup: Duration,
+    /// Paced and measured.
+    pub measure: Duration,
+    /// How far behind schedule writers may fall before they give up (the run then did not
+    /// sustain the rate, and stopping keeps the run bounded).
+    pub give_up_after: Duration,
+}
+
+/// Which window an operation was scheduled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the measurement window.
+    Warmup,
+    /// Inside it.
+    Measured,
+}
+
+/// What a paced run did.
+#[derive(Debug)]
+pub struct PacedRun {
+    /// Operations scheduled in the measurement window.
+    pub scheduled: u64,
+    /// Operations completed that were scheduled in the warm-up.
+    pub warmup_ops: u64,
+    /// Operations completed that were scheduled in the measurement window.
+    pub measured_ops: u64,
+    /// From the start of the measurement window until its last operation completed.
+    pub measured_elapsed: Duration,
+    /// How late each measured operation started against its schedule, microseconds.
+    pub slip: Histogram<u64>,
+    /// Latency of each measured operation, microseconds.
+    pub latency: Histogram<u64>,
+    /// Some writer fell more than [`Pacing::give_up_after`] behind and stopped.
+    pub gave_up: bool,
+}
+
+impl PacedRun {
+    fn empty() -> Self {
+        Self {
+            scheduled: 0,
+            warmup_ops: 0,
+            measured_ops: 0,
+            measured_elapsed: Duration::ZERO,
+            slip: latency_histogram(),
+            latency: latency_histogram(),
+            gave_up: false,
+        }
+    }
+
+    /// Measured operations per second.
+    pub fn achieved_rate(&self) -> f64 {
+        crate::report::per_second(self.measured_ops, self.measured_elapsed)
+    }
+
+    /// Every scheduled operation ran, no writer gave up, and the achieved rate is within 2 %
+    /// of `target`.
+    pub fn sustained(&self, target: f64) -> bool {
+        !self.gave_up
+            && self.measured_ops == self.scheduled
+            && self.achieved_rate() >= 0.98 * target
+    }
+}
+
+/// Runs `pacing.writers` tasks on a shared schedule of `pacing.rate` operations per second.
+/// A writer that falls behind catches up in a burst (open loop: the schedule does not wait for
+/// the system), which is what a steady stream of requests does to a service.
+pub async fn paced<M, F, Fut>(pacing: Pacing, mut make_writer: M) -> anyhow::Result<PacedRun>
+where
+    M: FnMut(usize) -> F,
+    F: FnMut(Phase) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    anyhow::ensure!(
+        pacing.rate > 0.0 && pacing.writers > 0,
+        "pacing needs a rate and writers"
+    );
+    let start = Instant::now() + Duration::from_millis(10);
+    let measure_start = start + pacing.warmup;
+    let end = measure_start + pacing.measure;
+    let tick = Duration::from_secs_f64(1.0 / pacing.rate);
+    let mut tasks = JoinSet::new();
+    for i in 0..pacing.writers {
+        let mut op = make_writer(i);
+        let first = start + tick * i as u32;
+        let period = tick * pacing.writers as u32;
+        tasks.spawn(async move {
+            let mut run = PacedRun::empty();
+            let mut interval = tokio::time::interval_at(first, period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            loop {
+                let due = interval.tick().await;
+                if due >= end {
+                    break;
+                }
+                let now = Instant::now();
+                if now.duration_since(due) > pacing.give_up_after {
+                    run.gave_up = true;
+                    // Count what this writer will not do, so `scheduled` stays the schedule.
+                    let from = due.max(measure_start);
+                    let left = end.duration_since(from).as_secs_f64() / period.as_secs_f64();
+                    run.scheduled += left.ceil() as u64;
+                    break;
+                }
+                let phase = if due >= measure_start {
+                    run.scheduled += 1;
+                    Phase::Measured
+                } else {
+                    Phase::Warmup
+                };
+                op(phase).await?;
+                match phase {
+                    Phase::Warmup => run.warmup_ops += 1,
+                    Phase::Measured => {
+                        let done = Instant::now();
+                        run.slip.saturating_record(micros(now.duration_since(due)));
+                        run.latency
+                            .saturating_record(micros(done.duration_since(now)));
+                        run.measured_ops += 1;
+                        run.measured_elapsed =
+                            run.measured_elapsed.max(done.duration_since(measure_start));
+                    }
+                }
+            }
+            anyhow::Ok(run)
+        });
+    }
+    let mut total = PacedRun::empty();
+    while let Some(joined) = tasks.join_next().await {
+        let run = joined.context("join a paced writer task")??;
+        total.scheduled += run.scheduled;
+        total.warmup_ops += run.warmup_ops;
+        total.measured_ops += run.measured_ops;
+        total.measured_elapsed = total.measured_elapsed.max(run.measured_elapsed);
+        total
+            .slip
+            .add(run.slip)
+            .expect("every histogram has the same bounds");
+        total
+            .latency
+            .add(run.latency)
+            .expect("every histogram has the same bounds");
+        total.gave_up |= run.gave_up;
+    }
+    Ok(total)
+}
