@@ -196,38 +196,50 @@ impl Relay {
             return Ok(Pass::default());
         }
 
-        // Send the whole batch, then collect acks in order: JetStream stores one
-        // connection's publishes in the order sent, so per-aggregate order holds.
-        let mut pending: Vec<(i64, PublishAckFuture)> = Vec::with_capacity(rows.len());
-        let mut failed = false;
+        // Waves: each aggregate has at most one unacknowledged message in flight. Within a
+        // wave everything is pipelined; an aggregate's next event is sent only after
+        // JetStream stored the previous one. Pipelining one aggregate's events instead would
+        // let a connection loss drop an earlier event in flight while a later one, still in
+        // the client's buffer, is stored on reconnect: the republished earlier event would
+        // then land after it.
+        let mut queues: Vec<(uuid::Uuid, std::collections::VecDeque<&sqlx::postgres::PgRow>)> = Vec::new();
+        let mut index: std::collections::HashMap<uuid::Uuid, usize> = std::collections::HashMap::new();
         for row in &rows {
-            let id: i64 = row.try_get("id").map_err(db)?;
-            let message = self.message(row)?;
-            let subject = {
-                let org: uuid::Uuid = row.try_get("org_id").map_err(db)?;
-                let event_type: String = row.try_get("event_type").map_err(db)?;
-                self.bus
-                    .subject(OrgId::from_uuid(org), self.service.0, &event_type)
-            };
-            match self.js.send_publish(subject, message).await {
-                Ok(ack) => pending.push((id, ack)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "publish failed");
-                    failed = true;
-                    break;
+            let aggregate: uuid::Uuid = row.try_get("aggregate_id").map_err(db)?;
+            let slot = *index.entry(aggregate).or_insert_with(|| {
+                queues.push((aggregate, std::collections::VecDeque::new()));
+                queues.len() - 1
+            });
+            queues[slot].1.push_back(row);
+        }
+        let mut acked: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut failed = false;
+        while !failed {
+            let mut pending: Vec<(i64, PublishAckFuture)> = Vec::new();
+            for (_, queue) in &mut queues {
+                let Some(row) = queue.pop_front() else { continue };
+                let id: i64 = row.try_get("id").map_err(db)?;
+                match self.js.send_publish(self.subject(row)?, self.message(row)?).await {
+                    Ok(ack) => pending.push((id, ack)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "publish failed");
+                        failed = true;
+                        break;
+                    }
                 }
             }
-        }
-        let mut acked: Vec<i64> = Vec::with_capacity(pending.len());
-        for (id, ack) in pending {
-            match ack.await {
-                Ok(_) => acked.push(id),
-                Err(e) => {
-                    // Stop at the first gap: deleting later rows would let them overtake
-                    // this one when it is republished.
-                    tracing::warn!(error = %e, "publish not acknowledged");
-                    failed = true;
-                    break;
+            if pending.is_empty() {
+                break;
+            }
+            for (id, ack) in pending {
+                match ack.await {
+                    Ok(_) => acked.push(id),
+                    Err(e) => {
+                        // Its aggregate's later events were not sent; the row stays and is
+                        // republished (same Nats-Msg-Id) on the next pass.
+                        tracing::warn!(error = %e, "publish not acknowledged");
+                        failed = true;
+                    }
                 }
             }
         }
@@ -243,6 +255,12 @@ impl Relay {
             published: acked.len(),
             failed,
         })
+    }
+
+    fn subject(&self, row: &sqlx::postgres::PgRow) -> Result<String, Error> {
+        let org: uuid::Uuid = row.try_get("org_id").map_err(db)?;
+        let event_type: String = row.try_get("event_type").map_err(db)?;
+        Ok(self.bus.subject(OrgId::from_uuid(org), self.service.0, &event_type))
     }
 
     fn message(&self, row: &sqlx::postgres::PgRow) -> Result<PublishMessage, Error> {

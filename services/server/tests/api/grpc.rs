@@ -73,3 +73,40 @@ async fn reflection_lists_every_service_and_describes_them() {
     };
     assert!(!files.file_descriptor_proto.is_empty());
 }
+
+/// Lists services through grpcio's own reflection client (v1alpha, as grpcurl and most SDKs
+/// speak it) and resolves the diagnostics service's methods.
+const STOCK_CLIENT: &str = r#"
+import sys, grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from google.protobuf.descriptor_pool import DescriptorPool
+db = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(sys.argv[1]))
+for name in db.get_services():
+    print("service", name)
+pool = DescriptorPool(db)
+for m in pool.FindServiceByName("coffer.diagnostics.v1.DiagnosticsService").methods:
+    print("method", m.full_name)
+"#;
+
+#[tokio::test]
+async fn a_stock_grpc_client_lists_and_describes_the_services() {
+    let app = spawn_app().await;
+    let python = coffer_testkit::stack_dir().join("venv/bin/python");
+    let out = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(STOCK_CLIENT)
+        .arg(app.addr.to_string())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "service coffer.diagnostics.v1.DiagnosticsService",
+        "service grpc.health.v1.Health",
+        "method coffer.diagnostics.v1.DiagnosticsService.SendProbe",
+        "method coffer.diagnostics.v1.DiagnosticsService.GetProbe",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} missing from:\n{stdout}");
+    }
+}
