@@ -231,8 +231,12 @@ impl Relay {
             if pending.is_empty() {
                 break;
             }
-            for (id, ack) in pending {
-                match ack.await {
+            // Awaited together: an ack's timeout runs while it is awaited, so awaiting lost
+            // acks one after another would wait one timeout per message.
+            let (ids, acks): (Vec<i64>, Vec<PublishAckFuture>) = pending.into_iter().unzip();
+            let results = futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
+            for (id, result) in ids.into_iter().zip(results) {
+                match result {
                     Ok(_) => acked.push(id),
                     Err(e) => {
                         // Its aggregate's later events were not sent; the row stays and is
