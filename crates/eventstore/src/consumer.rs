@@ -69,6 +69,11 @@ pub enum HandlerError {
     /// dead-letter after the last delivery.
     #[error(transparent)]
     Transient(Box<dyn std::error::Error + Send + Sync>),
+    /// An aggregate the handler appended to changed concurrently: the runner retries at
+    /// once in a fresh transaction (a few times) before it counts as a failed delivery, so
+    /// contention alone never dead-letters an event.
+    #[error(transparent)]
+    Conflict(Error),
 }
 
 impl From<Error> for HandlerError {
@@ -77,10 +82,14 @@ impl From<Error> for HandlerError {
             Error::Decode { .. } | Error::WrongAggregateType { .. } => {
                 HandlerError::Permanent(e.to_string())
             }
+            Error::Conflict { .. } => HandlerError::Conflict(e),
             other => HandlerError::Transient(Box::new(other)),
         }
     }
 }
+
+/// Immediate retries of a handler that hit a version conflict.
+const CONFLICT_RETRIES: usize = 5;
 
 impl From<coffer_db::Error> for HandlerError {
     fn from(e: coffer_db::Error) -> Self {
@@ -284,11 +293,18 @@ impl Consumer {
             stream_sequence,
             delivered,
         };
-        match self.apply_once(&delivery).await {
-            Ok(true) => Outcome::Done,
-            Ok(false) => Outcome::AlreadyProcessed,
-            Err(HandlerError::Permanent(reason)) => Outcome::DeadLetter(reason),
-            Err(HandlerError::Transient(e)) => Outcome::Retry(e.to_string()),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            return match self.apply_once(&delivery).await {
+                Ok(true) => Outcome::Done,
+                Ok(false) => Outcome::AlreadyProcessed,
+                Err(HandlerError::Conflict(_)) if attempt < CONFLICT_RETRIES => continue,
+                Err(HandlerError::Permanent(reason)) => Outcome::DeadLetter(reason),
+                Err(e @ (HandlerError::Transient(_) | HandlerError::Conflict(_))) => {
+                    Outcome::Retry(e.to_string())
+                }
+            };
         }
     }
 

@@ -202,8 +202,12 @@ impl Relay {
         // let a connection loss drop an earlier event in flight while a later one, still in
         // the client's buffer, is stored on reconnect: the republished earlier event would
         // then land after it.
-        let mut queues: Vec<(uuid::Uuid, std::collections::VecDeque<&sqlx::postgres::PgRow>)> = Vec::new();
-        let mut index: std::collections::HashMap<uuid::Uuid, usize> = std::collections::HashMap::new();
+        let mut queues: Vec<(
+            uuid::Uuid,
+            std::collections::VecDeque<&sqlx::postgres::PgRow>,
+        )> = Vec::new();
+        let mut index: std::collections::HashMap<uuid::Uuid, usize> =
+            std::collections::HashMap::new();
         for row in &rows {
             let aggregate: uuid::Uuid = row.try_get("aggregate_id").map_err(db)?;
             let slot = *index.entry(aggregate).or_insert_with(|| {
@@ -217,9 +221,15 @@ impl Relay {
         while !failed {
             let mut pending: Vec<(i64, PublishAckFuture)> = Vec::new();
             for (_, queue) in &mut queues {
-                let Some(row) = queue.pop_front() else { continue };
+                let Some(row) = queue.pop_front() else {
+                    continue;
+                };
                 let id: i64 = row.try_get("id").map_err(db)?;
-                match self.js.send_publish(self.subject(row)?, self.message(row)?).await {
+                match self
+                    .js
+                    .send_publish(self.subject(row)?, self.message(row)?)
+                    .await
+                {
                     Ok(ack) => pending.push((id, ack)),
                     Err(e) => {
                         tracing::warn!(error = %e, "publish failed");
@@ -234,17 +244,26 @@ impl Relay {
             // Awaited together: an ack's timeout runs while it is awaited, so awaiting lost
             // acks one after another would wait one timeout per message.
             let (ids, acks): (Vec<i64>, Vec<PublishAckFuture>) = pending.into_iter().unzip();
-            let results = futures::future::join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await;
+            let results = futures::future::join_all(
+                acks.into_iter().map(std::future::IntoFuture::into_future),
+            )
+            .await;
+            // An unacknowledged row stays and is republished (same Nats-Msg-Id) on the next
+            // pass; its aggregate's later events were not sent.
+            let mut lost = 0usize;
+            let mut first_error = None;
             for (id, result) in ids.into_iter().zip(results) {
                 match result {
                     Ok(_) => acked.push(id),
                     Err(e) => {
-                        // Its aggregate's later events were not sent; the row stays and is
-                        // republished (same Nats-Msg-Id) on the next pass.
-                        tracing::warn!(error = %e, "publish not acknowledged");
-                        failed = true;
+                        lost += 1;
+                        first_error.get_or_insert(e);
                     }
                 }
+            }
+            if let Some(e) = first_error {
+                tracing::warn!(error = %e, lost, "publishes not acknowledged; will republish");
+                failed = true;
             }
         }
         if !acked.is_empty() {
@@ -264,7 +283,9 @@ impl Relay {
     fn subject(&self, row: &sqlx::postgres::PgRow) -> Result<String, Error> {
         let org: uuid::Uuid = row.try_get("org_id").map_err(db)?;
         let event_type: String = row.try_get("event_type").map_err(db)?;
-        Ok(self.bus.subject(OrgId::from_uuid(org), self.service.0, &event_type))
+        Ok(self
+            .bus
+            .subject(OrgId::from_uuid(org), self.service.0, &event_type))
     }
 
     fn message(&self, row: &sqlx::postgres::PgRow) -> Result<PublishMessage, Error> {

@@ -352,9 +352,9 @@ async fn nats_killed_while_acks_are_outstanding_the_relay_resumes_within_one_ack
                 Ok(())
             } else {
                 Err(format!(
-                    "{p:?}; the relay logged {} 'publish not acknowledged' warnings and {} \
+                    "{p:?}; the relay logged {} 'publishes not acknowledged' warnings and {} \
                      interrupted passes",
-                    serve.log_lines_containing("publish not acknowledged"),
+                    serve.log_lines_containing("publishes not acknowledged"),
                     serve.log_lines_containing("outbox relay interrupted"),
                 ))
             }
