@@ -21,6 +21,7 @@ use coffer_types::OrgId;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::mpsc;
 
 /// Errors from connecting, migrating or opening tenant transactions.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +170,9 @@ impl ServiceName {
 pub struct Database {
     pool: PgPool,
     service: ServiceName,
+    /// Requests a relay wake-up (`NOTIFY`); capacity 1, so requests made while one is still
+    /// queued coalesce into it. See [`TenantTx::commit`].
+    wake: mpsc::Sender<()>,
 }
 
 impl Database {
@@ -195,12 +199,32 @@ impl Database {
             .connect_with(opts)
             .await
             .map_err(connect_error)?;
-        Ok(Self { pool, service })
+        Ok(Self::from_pool(pool, service))
     }
 
     /// Wraps an existing pool (tests that need unusual pool settings).
+    ///
+    /// Must be called inside a tokio runtime: it starts the task that sends relay wake-ups,
+    /// which ends when the last clone of this `Database` is dropped.
     pub fn from_pool(pool: PgPool, service: ServiceName) -> Self {
-        Self { pool, service }
+        let (wake, mut requests) = mpsc::channel::<()>(1);
+        let notifier = pool.clone();
+        tokio::spawn(async move {
+            while requests.recv().await.is_some() {
+                let woke = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(service.outbox_channel())
+                    .execute(&notifier)
+                    .await;
+                if let Err(e) = woke {
+                    tracing::debug!(error = %e, "outbox wake-up not sent; the relay's poll will pick the rows up");
+                }
+            }
+        });
+        Self {
+            pool,
+            service,
+            wake,
+        }
     }
 
     /// The service this pool belongs to.
@@ -219,18 +243,20 @@ impl Database {
     /// Also records `org_id` on the current tracing span, so every request that touches
     /// tenant data carries its org in logs and traces.
     pub async fn begin_tenant(&self, org: OrgId) -> Result<TenantTx, Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('coffer.org_id', $1, true)")
-            .bind(org.to_string())
-            .execute(&mut *tx)
+        // One round trip for both. The org is inlined because BEGIN cannot take
+        // parameters; it is an `OrgId`, whose Display is always a canonical UUID.
+        let tx = self
+            .pool
+            .begin_with(format!(
+                "BEGIN; SELECT set_config('coffer.org_id', '{org}', true)"
+            ))
             .await?;
         coffer_telemetry::record_org_id(org);
         Ok(TenantTx {
             tx,
             org,
-            pool: self.pool.clone(),
-            service: self.service,
             outbox_written: false,
+            wake: self.wake.clone(),
         })
     }
 }
@@ -241,10 +267,10 @@ impl Database {
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     org: OrgId,
-    pool: PgPool,
-    service: ServiceName,
     /// Set by the event store when this transaction wrote outbox rows.
     outbox_written: bool,
+    /// The [`Database`]'s wake-up requests.
+    wake: mpsc::Sender<()>,
 }
 
 impl TenantTx {
@@ -259,22 +285,18 @@ impl TenantTx {
         self.outbox_written = true;
     }
 
-    /// Commits the transaction; if it wrote outbox rows, then wakes the service's relay.
+    /// Commits the transaction; if it wrote outbox rows, then asks for the service's relay
+    /// to be woken.
     ///
-    /// The `NOTIFY` is sent after the commit, in its own statement, not inside the
+    /// The `NOTIFY` is sent after the commit by a background task, not inside the
     /// transaction: Postgres serialises the commits of notifying transactions on a
-    /// cluster-wide lock, which would serialise every append. A lost wake-up costs latency
-    /// only: the relay also polls.
+    /// cluster-wide lock, which would serialise every append. Requests coalesce: one queued
+    /// while another is queued is dropped, because the queued one is sent after this commit
+    /// too. A lost wake-up costs latency only: the relay also polls.
     pub async fn commit(self) -> Result<(), Error> {
         self.tx.commit().await?;
         if self.outbox_written {
-            let woke = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(self.service.outbox_channel())
-                .execute(&self.pool)
-                .await;
-            if let Err(e) = woke {
-                tracing::debug!(error = %e, "outbox wake-up not sent; the relay's poll will pick the rows up");
-            }
+            let _ = self.wake.try_send(());
         }
         Ok(())
     }
