@@ -100,13 +100,20 @@ async fn a_stock_grpc_client_lists_and_describes_the_services() {
         .await
         .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for line in [
         "service coffer.diagnostics.v1.DiagnosticsService",
         "service grpc.health.v1.Health",
         "method coffer.diagnostics.v1.DiagnosticsService.SendProbe",
         "method coffer.diagnostics.v1.DiagnosticsService.GetProbe",
     ] {
-        assert!(stdout.lines().any(|l| l == line), "{line:?} missing from:\n{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing from:\n{stdout}"
+        );
     }
 }
