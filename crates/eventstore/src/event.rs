@@ -119,7 +119,11 @@ impl TryFrom<pb::EventEnvelope> for RecordedEvent {
         let ts = env
             .occurred_at
             .ok_or_else(|| EnvelopeError::new("occurred_at", "is required"))?;
-        let occurred_at = DateTime::from_timestamp(ts.seconds, ts.nanos.max(0) as u32)
+        let nanos = u32::try_from(ts.nanos)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)
+            .ok_or_else(|| EnvelopeError::new("occurred_at", "nanos must be in 0..1e9"))?;
+        let occurred_at = DateTime::from_timestamp(ts.seconds, nanos)
             .ok_or_else(|| EnvelopeError::new("occurred_at", "is out of range"))?;
         let actor = env
             .actor
@@ -199,5 +203,12 @@ mod tests {
         let mut env = sample().to_envelope();
         env.version = 0;
         assert_eq!(RecordedEvent::try_from(env).unwrap_err().field, "version");
+
+        let mut env = sample().to_envelope();
+        env.occurred_at.as_mut().unwrap().nanos = -1;
+        assert_eq!(
+            RecordedEvent::try_from(env).unwrap_err().field,
+            "occurred_at"
+        );
     }
 }
