@@ -9,6 +9,7 @@ fn main() -> anyhow::Result<()> {
         "coffer/common/v1/common.proto",
         "coffer/events/v1/envelope.proto",
         "coffer/events/v1/diagnostics.proto",
+        "coffer/events/v1/enrollment.proto",
         "coffer/diagnostics/v1/diagnostics.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());

@@ -98,6 +98,15 @@ define_id!(
     AggregateId
 );
 
+define_id!(
+    /// A person: a member of one or more orgs.
+    UserId
+);
+define_id!(
+    /// An integrator's API key.
+    ApiKeyId
+);
+
 impl OrgId {
     /// The platform pseudo-org: events that belong to no customer (platform bootstrap, CA root).
     pub const PLATFORM: OrgId = OrgId(uuid::Uuid::nil());

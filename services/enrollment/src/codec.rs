@@ -1,0 +1,303 @@
+//! Protobuf encoding of the enrollment events (`coffer.events.v1`), with the validation a
+//! stored or received payload needs on the way back in.
+
+use chrono::{DateTime, Utc};
+use coffer_auth::Role;
+use coffer_eventstore::{DecodeError, DomainEvent};
+use coffer_proto::events::v1 as pb;
+use coffer_types::UserId;
+use prost::Message;
+
+use crate::domain::api_key::ApiKeyEvent;
+use crate::domain::org::OrgEvent;
+
+fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
+    DecodeError::malformed(event_type, what)
+}
+
+fn user(event_type: &str, s: &str) -> Result<UserId, DecodeError> {
+    s.parse().map_err(|e| bad(event_type, e))
+}
+
+fn role(event_type: &str, s: &str) -> Result<Role, DecodeError> {
+    s.parse().map_err(|e| bad(event_type, e))
+}
+
+fn v1(event_type: &str, schema_version: u32) -> Result<(), DecodeError> {
+    if schema_version == 1 {
+        Ok(())
+    } else {
+        Err(DecodeError::UnsupportedVersion {
+            event_type: event_type.to_owned(),
+            schema_version,
+        })
+    }
+}
+
+impl DomainEvent for OrgEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrgEvent::OrgCreated { .. } => "OrgCreated",
+            OrgEvent::MemberAdded { .. } => "MemberAdded",
+            OrgEvent::MemberRoleChanged { .. } => "MemberRoleChanged",
+            OrgEvent::MemberRemoved { .. } => "MemberRemoved",
+            OrgEvent::MemberSuspended { .. } => "MemberSuspended",
+            OrgEvent::MemberReactivated { .. } => "MemberReactivated",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            OrgEvent::OrgCreated {
+                name,
+                owner,
+                owner_email,
+            } => pb::OrgCreated {
+                name: name.clone(),
+                owner_user_id: owner.to_string(),
+                owner_email: owner_email.clone(),
+            }
+            .encode_to_vec(),
+            OrgEvent::MemberAdded { user, email, role } => pb::MemberAdded {
+                user_id: user.to_string(),
+                email: email.clone(),
+                role: role.as_str().to_owned(),
+            }
+            .encode_to_vec(),
+            OrgEvent::MemberRoleChanged { user, from, to } => pb::MemberRoleChanged {
+                user_id: user.to_string(),
+                from_role: from.as_str().to_owned(),
+                to_role: to.as_str().to_owned(),
+            }
+            .encode_to_vec(),
+            OrgEvent::MemberRemoved { user } => pb::MemberRemoved {
+                user_id: user.to_string(),
+            }
+            .encode_to_vec(),
+            OrgEvent::MemberSuspended { user, reason } => pb::MemberSuspended {
+                user_id: user.to_string(),
+                reason: reason.clone(),
+            }
+            .encode_to_vec(),
+            OrgEvent::MemberReactivated { user } => pb::MemberReactivated {
+                user_id: user.to_string(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        v1(t, schema_version)?;
+        Ok(match t {
+            "OrgCreated" => {
+                let m = pb::OrgCreated::decode(payload).map_err(|e| bad(t, e))?;
+                OrgEvent::OrgCreated {
+                    name: m.name,
+                    owner: user(t, &m.owner_user_id)?,
+                    owner_email: m.owner_email,
+                }
+            }
+            "MemberAdded" => {
+                let m = pb::MemberAdded::decode(payload).map_err(|e| bad(t, e))?;
+                OrgEvent::MemberAdded {
+                    user: user(t, &m.user_id)?,
+                    email: m.email,
+                    role: role(t, &m.role)?,
+                }
+            }
+            "MemberRoleChanged" => {
+                let m = pb::MemberRoleChanged::decode(payload).map_err(|e| bad(t, e))?;
+                OrgEvent::MemberRoleChanged {
+                    user: user(t, &m.user_id)?,
+                    from: role(t, &m.from_role)?,
+                    to: role(t, &m.to_role)?,
+                }
+            }
+            "MemberRemoved" => {
+                let m = pb::MemberRemoved::decode(payload).map_err(|e| bad(t, e))?;
+                OrgEvent::MemberRemoved {
+                    user: user(t, &m.user_id)?,
+                }
+            }
+            "MemberSuspended" => {
+                let m = pb::MemberSuspended::decode(payload).map_err(|e| bad(t, e))?;
+                OrgEvent::MemberSuspended {
+                    user: user(t, &m.user_id)?,
+                    reason: m.reason,
+                }
+            }
+            "MemberReactivated" => {
+                let m = pb::MemberReactivated::decode(payload).map_err(|e| bad(t, e))?;
+                OrgEvent::MemberReactivated {
+                    user: user(t, &m.user_id)?,
+                }
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn from_timestamp(
+    event_type: &str,
+    ts: prost_types::Timestamp,
+) -> Result<DateTime<Utc>, DecodeError> {
+    u32::try_from(ts.nanos)
+        .ok()
+        .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
+        .ok_or_else(|| bad(event_type, "expires_at is out of range"))
+}
+
+impl DomainEvent for ApiKeyEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            ApiKeyEvent::ApiKeyCreated { .. } => "ApiKeyCreated",
+            ApiKeyEvent::ApiKeyRevoked { .. } => "ApiKeyRevoked",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            ApiKeyEvent::ApiKeyCreated {
+                name,
+                role,
+                scopes,
+                display_prefix,
+                secret_sha256,
+                expires_at,
+            } => pb::ApiKeyCreated {
+                name: name.clone(),
+                role: role.as_str().to_owned(),
+                scopes: scopes.clone(),
+                display_prefix: display_prefix.clone(),
+                secret_sha256: secret_sha256.to_vec(),
+                expires_at: expires_at.map(timestamp),
+            }
+            .encode_to_vec(),
+            ApiKeyEvent::ApiKeyRevoked { reason } => pb::ApiKeyRevoked {
+                reason: reason.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        v1(t, schema_version)?;
+        Ok(match t {
+            "ApiKeyCreated" => {
+                let m = pb::ApiKeyCreated::decode(payload).map_err(|e| bad(t, e))?;
+                ApiKeyEvent::ApiKeyCreated {
+                    name: m.name,
+                    role: role(t, &m.role)?,
+                    scopes: m.scopes,
+                    display_prefix: m.display_prefix,
+                    secret_sha256: m
+                        .secret_sha256
+                        .try_into()
+                        .map_err(|_| bad(t, "secret_sha256 must be 32 bytes"))?,
+                    expires_at: m.expires_at.map(|ts| from_timestamp(t, ts)).transpose()?,
+                }
+            }
+            "ApiKeyRevoked" => {
+                let m = pb::ApiKeyRevoked::decode(payload).map_err(|e| bad(t, e))?;
+                ApiKeyEvent::ApiKeyRevoked { reason: m.reason }
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::SubsecRound;
+
+    use super::*;
+
+    #[test]
+    fn every_org_event_round_trips() {
+        let u = UserId::new();
+        for e in [
+            OrgEvent::OrgCreated {
+                name: "Acme".into(),
+                owner: u,
+                owner_email: "a@b.test".into(),
+            },
+            OrgEvent::MemberAdded {
+                user: u,
+                email: "c@d.test".into(),
+                role: Role::Auditor,
+            },
+            OrgEvent::MemberRoleChanged {
+                user: u,
+                from: Role::Viewer,
+                to: Role::Admin,
+            },
+            OrgEvent::MemberRemoved { user: u },
+            OrgEvent::MemberSuspended {
+                user: u,
+                reason: "r".into(),
+            },
+            OrgEvent::MemberReactivated { user: u },
+        ] {
+            assert_eq!(OrgEvent::decode(e.event_type(), 1, &e.encode()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn every_api_key_event_round_trips() {
+        for e in [
+            ApiKeyEvent::ApiKeyCreated {
+                name: "ci".into(),
+                role: Role::Operator,
+                scopes: vec!["jobs:run".into()],
+                display_prefix: "coffer_abcde".into(),
+                secret_sha256: [9; 32],
+                expires_at: Some(Utc::now().trunc_subsecs(6)),
+            },
+            ApiKeyEvent::ApiKeyRevoked {
+                reason: "leak".into(),
+            },
+        ] {
+            assert_eq!(
+                ApiKeyEvent::decode(e.event_type(), 1, &e.encode()).unwrap(),
+                e
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_types_versions_and_bad_fields_are_decode_errors() {
+        assert!(matches!(
+            OrgEvent::decode("Nope", 1, &[]),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            OrgEvent::decode("MemberRemoved", 2, &[]),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+        let bad_user = pb::MemberRemoved {
+            user_id: "x".into(),
+        }
+        .encode_to_vec();
+        assert!(matches!(
+            OrgEvent::decode("MemberRemoved", 1, &bad_user),
+            Err(DecodeError::Malformed { .. })
+        ));
+        let short_hash = pb::ApiKeyCreated {
+            role: "viewer".into(),
+            secret_sha256: vec![1, 2],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(matches!(
+            ApiKeyEvent::decode("ApiKeyCreated", 1, &short_hash),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+}
