@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use coffer_proto::time::{from_timestamp, to_timestamp};
 use coffer_proto::{common::v1 as common_pb, events::v1 as pb};
 use coffer_types::{Actor, AggregateId, EventId, OrgId};
 use prost::Message;
@@ -55,10 +56,7 @@ impl RecordedEvent {
             version: self.version,
             event_type: self.event_type.clone(),
             schema_version: self.schema_version,
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: self.occurred_at.timestamp(),
-                nanos: self.occurred_at.timestamp_subsec_nanos() as i32,
-            }),
+            occurred_at: Some(to_timestamp(self.occurred_at)),
             actor: Some(common_pb::Actor {
                 kind: self.actor.kind.as_str().to_owned(),
                 id: self.actor.id.clone(),
@@ -119,12 +117,8 @@ impl TryFrom<pb::EventEnvelope> for RecordedEvent {
         let ts = env
             .occurred_at
             .ok_or_else(|| EnvelopeError::new("occurred_at", "is required"))?;
-        let nanos = u32::try_from(ts.nanos)
-            .ok()
-            .filter(|n| *n < 1_000_000_000)
-            .ok_or_else(|| EnvelopeError::new("occurred_at", "nanos must be in 0..1e9"))?;
-        let occurred_at = DateTime::from_timestamp(ts.seconds, nanos)
-            .ok_or_else(|| EnvelopeError::new("occurred_at", "is out of range"))?;
+        let occurred_at =
+            from_timestamp(&ts).map_err(|e| EnvelopeError::new("occurred_at", e.to_string()))?;
         let actor = env
             .actor
             .ok_or_else(|| EnvelopeError::new("actor", "is required"))?;

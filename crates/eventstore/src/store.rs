@@ -416,8 +416,8 @@ pub async fn rebuild(
                 .map_err(q)?;
         }
     }
-    // Stream the replay through a second connection-free cursor: collect in pages so the
-    // transaction's connection stays free for the projections' writes.
+    // Replay in pages of 1,000 by position: the transaction's one connection cannot stream a
+    // query and run the projections' writes at the same time.
     let mut count = 0u64;
     let mut last_position = 0i64;
     loop {

@@ -27,3 +27,52 @@ pub mod diagnostics {
         tonic::include_proto!("coffer.diagnostics.v1");
     }
 }
+
+/// Conversions between `chrono` UTC times and `google.protobuf.Timestamp`, shared by every
+/// adapter and event codec so the range rules are the same everywhere.
+pub mod time {
+    use chrono::{DateTime, Utc};
+
+    /// A `Timestamp` that is not a valid UTC instant.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum TimestampError {
+        /// `nanos` outside `0..1_000_000_000`.
+        #[error("nanos must be in 0..1e9")]
+        Nanos,
+        /// `seconds` beyond what a UTC time can hold.
+        #[error("is out of range")]
+        Range,
+    }
+
+    /// A UTC time as a protobuf `Timestamp`.
+    pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }
+    }
+
+    /// A protobuf `Timestamp` as a UTC time, refusing out-of-range values.
+    pub fn from_timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, TimestampError> {
+        let nanos = u32::try_from(ts.nanos)
+            .ok()
+            .filter(|n| *n < 1_000_000_000)
+            .ok_or(TimestampError::Nanos)?;
+        DateTime::from_timestamp(ts.seconds, nanos).ok_or(TimestampError::Range)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn times_round_trip_and_bad_values_are_refused() {
+            let t = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+            assert_eq!(from_timestamp(&to_timestamp(t)), Ok(t));
+            let bad = |seconds, nanos| from_timestamp(&prost_types::Timestamp { seconds, nanos });
+            assert_eq!(bad(0, -1), Err(TimestampError::Nanos));
+            assert_eq!(bad(0, 1_000_000_000), Err(TimestampError::Nanos));
+            assert_eq!(bad(i64::MAX, 0), Err(TimestampError::Range));
+        }
+    }
+}

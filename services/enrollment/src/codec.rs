@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use coffer_auth::Role;
 use coffer_eventstore::{DecodeError, DomainEvent};
 use coffer_proto::events::v1 as pb;
+use coffer_proto::time::{from_timestamp, to_timestamp};
 use coffer_types::UserId;
 use prost::Message;
 
@@ -137,21 +138,8 @@ impl DomainEvent for OrgEvent {
     }
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
-fn from_timestamp(
-    event_type: &str,
-    ts: prost_types::Timestamp,
-) -> Result<DateTime<Utc>, DecodeError> {
-    u32::try_from(ts.nanos)
-        .ok()
-        .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
-        .ok_or_else(|| bad(event_type, "expires_at is out of range"))
+fn expiry(event_type: &str, ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, DecodeError> {
+    from_timestamp(ts).map_err(|e| bad(event_type, format!("expires_at {e}")))
 }
 
 impl DomainEvent for ApiKeyEvent {
@@ -177,7 +165,7 @@ impl DomainEvent for ApiKeyEvent {
                 scopes: scopes.clone(),
                 display_prefix: display_prefix.clone(),
                 secret_sha256: secret_sha256.to_vec(),
-                expires_at: expires_at.map(timestamp),
+                expires_at: expires_at.map(to_timestamp),
             }
             .encode_to_vec(),
             ApiKeyEvent::ApiKeyRevoked { reason } => pb::ApiKeyRevoked {
@@ -201,7 +189,7 @@ impl DomainEvent for ApiKeyEvent {
                         .secret_sha256
                         .try_into()
                         .map_err(|_| bad(t, "secret_sha256 must be 32 bytes"))?,
-                    expires_at: m.expires_at.map(|ts| from_timestamp(t, ts)).transpose()?,
+                    expires_at: m.expires_at.map(|ts| expiry(t, &ts)).transpose()?,
                 }
             }
             "ApiKeyRevoked" => {

@@ -89,23 +89,9 @@ pub enum DiagCommand {
         #[arg(long, default_value = "hello from coffer diag")]
         note: String,
         /// Give up after this long.
-        #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-}
-
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30s or 500ms"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}` is not a duration like 30s or 500ms")),
-    }
 }
 
 /// `coffer diag round-trip`: prints each stage as the probe reaches it.

@@ -1,6 +1,7 @@
 //! gRPC adapter: protobuf in, one application call, protobuf out.
 
 use coffer_proto::diagnostics::v1::{self as pb, diagnostics_service_server::DiagnosticsService};
+use coffer_proto::time::to_timestamp;
 use coffer_types::{Actor, AggregateId, OrgId};
 use tonic::{Request, Response, Status};
 
@@ -54,13 +55,6 @@ fn parse_id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Status> {
         .map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
 }
 
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    }
-}
-
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
@@ -93,9 +87,9 @@ impl From<ProbeView> for pb::GetProbeResponse {
             probe_id: v.probe_id.to_string(),
             note: v.note,
             probes_sent: v.probes_sent,
-            sent_at: Some(timestamp(v.sent_at)),
+            sent_at: Some(to_timestamp(v.sent_at)),
             published: v.published,
-            observed_at: v.observed_at.map(timestamp),
+            observed_at: v.observed_at.map(to_timestamp),
             stream_sequence: v.stream_sequence.unwrap_or(0),
             consumer_trace_id: v.consumer_trace_id.unwrap_or_default(),
         }
