@@ -11,6 +11,7 @@ fn main() -> anyhow::Result<()> {
         "coffer/events/v1/diagnostics.proto",
         "coffer/events/v1/enrollment.proto",
         "coffer/diagnostics/v1/diagnostics.proto",
+        "coffer/enrollment/v1/enrollment.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     for file in &files {

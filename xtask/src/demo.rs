@@ -1,7 +1,7 @@
 //! `cargo xtask demo`: the `coffer` server on the private stack, proved with a round trip.
 
 use std::fs::{self, File};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -90,6 +90,37 @@ pub fn run() -> Result<ExitCode> {
     ));
     proc::run_logged(&mut coffer_cmd(&["migrate"]), &migrate_log)?;
 
+    // The platform owner's key is a secret: it goes to a 0600 file, never to the terminal.
+    let init_file = demo_dir.join("platform-owner.json");
+    step(format!(
+        "running coffer admin init (platform owner's API key in {})",
+        repo.show(&init_file)
+    ));
+    let out = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&init_file)
+        .with_context(|| format!("create {}", init_file.display()))?;
+    proc::run_ok(
+        coffer_cmd(&[
+            "admin",
+            "init",
+            "--owner-email",
+            "owner@platform.demo",
+            "--json",
+        ])
+        .stdout(out),
+    )?;
+    let init: serde_json::Value = serde_json::from_slice(
+        &fs::read(&init_file).with_context(|| format!("read {}", init_file.display()))?,
+    )
+    .context("parse `coffer admin init --json`")?;
+    let platform_key = init["api_key"]
+        .as_str()
+        .context("`coffer admin init --json` printed no api_key")?
+        .to_owned();
+
     let serve_log = demo_dir.join("serve.log");
     step(format!(
         "starting coffer serve --target all on 127.0.0.1:{grpc_port} (log: {})",
@@ -105,12 +136,10 @@ pub fn run() -> Result<ExitCode> {
     step(format!(
         "running coffer diag round-trip --server {server_url}"
     ));
-    proc::run_ok(&mut coffer_cmd(&[
-        "diag",
-        "round-trip",
-        "--server",
-        &server_url,
-    ]))?;
+    proc::run_ok(
+        coffer_cmd(&["diag", "round-trip", "--server", &server_url])
+            .env("COFFER_API_KEY", &platform_key),
+    )?;
 
     server.stop();
     stack.stop();
@@ -125,6 +154,10 @@ pub fn run() -> Result<ExitCode> {
     println!("  - started a private Postgres, nats-server (JetStream) and moto on loopback ports");
     println!(
         "  - built coffer, created a local KMS master key ({KMS_KEY_ID}), ran `coffer migrate`"
+    );
+    println!(
+        "  - `coffer admin init` created the platform org and its owner's API key ({})",
+        repo.show(&init_file)
     );
     println!("  - served every target with `coffer serve --target all` on 127.0.0.1:{grpc_port}");
     println!("  - `coffer diag round-trip` against the running server succeeded");

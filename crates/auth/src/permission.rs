@@ -29,6 +29,10 @@ macro_rules! permissions {
 }
 
 permissions! {
+    /// Create orgs. Held in the platform org (set up by `coffer admin init`): an org's own
+    /// members cannot create other orgs, because [`crate::authorize`] checks it against the
+    /// platform org.
+    OrgCreate => "org.create",
     /// See the org's settings.
     OrgRead => "org.read",
     /// Change the org's settings.
@@ -146,7 +150,8 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::JobRun
         | Permission::RestoreRun
         | Permission::DiagnosticsProbe => OPERATORS,
-        Permission::OrgUpdate
+        Permission::OrgCreate
+        | Permission::OrgUpdate
         | Permission::MemberManage
         | Permission::ApiKeyManage
         | Permission::CredentialManage
@@ -201,6 +206,7 @@ mod tests {
     fn the_permission_matrix_is_exactly_the_documented_one() {
         // Columns: owner admin operator auditor viewer.
         let expected = "\
+org.create               x x . . .
 org.read                 x x x x x
 org.update               x x . . .
 member.read              x x x x x

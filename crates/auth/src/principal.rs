@@ -1,4 +1,4 @@
-use coffer_types::{Actor, ActorKind, OrgId};
+use coffer_types::{Actor, ActorKind, ApiKeyId, OrgId, UserId};
 
 use crate::{Permission, Role, allows};
 
@@ -8,7 +8,7 @@ pub enum Principal {
     /// A person signed in through OIDC or locally, acting in one org.
     User {
         /// The user's id.
-        user_id: String,
+        user_id: UserId,
         /// The org the user is signed in to.
         org: OrgId,
         /// The user's role in that org.
@@ -17,7 +17,7 @@ pub enum Principal {
     /// An integrator's API key, which belongs to one org.
     ApiKey {
         /// The key's id (never the secret).
-        key_id: String,
+        key_id: ApiKeyId,
         /// The org the key belongs to.
         org: OrgId,
         /// The role the key acts with.
@@ -60,15 +60,12 @@ impl Principal {
     /// Who to record on events this principal causes.
     pub fn actor(&self) -> Actor {
         let (kind, id) = match self {
-            Principal::User { user_id, .. } => (ActorKind::User, user_id),
-            Principal::ApiKey { key_id, .. } => (ActorKind::ApiKey, key_id),
-            Principal::Agent { agent_id, .. } => (ActorKind::Agent, agent_id),
-            Principal::Service { name } => (ActorKind::Service, name),
+            Principal::User { user_id, .. } => (ActorKind::User, user_id.to_string()),
+            Principal::ApiKey { key_id, .. } => (ActorKind::ApiKey, key_id.to_string()),
+            Principal::Agent { agent_id, .. } => (ActorKind::Agent, agent_id.clone()),
+            Principal::Service { name } => (ActorKind::Service, name.clone()),
         };
-        Actor {
-            kind,
-            id: id.clone(),
-        }
+        Actor { kind, id }
     }
 }
 
@@ -120,9 +117,12 @@ pub fn authorize(principal: &Principal, org: OrgId, permission: Permission) -> R
 mod tests {
     use super::*;
 
+    const USER: UserId = UserId::from_uuid(uuid::Uuid::from_u128(1));
+    const KEY: ApiKeyId = ApiKeyId::from_uuid(uuid::Uuid::from_u128(2));
+
     fn user(org: OrgId, role: Role) -> Principal {
         Principal::User {
-            user_id: "u_1".into(),
+            user_id: USER,
             org,
             role,
         }
@@ -130,7 +130,7 @@ mod tests {
 
     fn api_key(org: OrgId, role: Role) -> Principal {
         Principal::ApiKey {
-            key_id: "k_1".into(),
+            key_id: KEY,
             org,
             role,
         }
@@ -216,8 +216,14 @@ mod tests {
     #[test]
     fn principals_become_audit_actors() {
         let a = OrgId::new();
-        assert_eq!(user(a, Role::Admin).actor().to_string(), "user:u_1");
-        assert_eq!(api_key(a, Role::Admin).actor().to_string(), "api_key:k_1");
+        assert_eq!(
+            user(a, Role::Admin).actor().to_string(),
+            "user:00000000-0000-0000-0000-000000000001"
+        );
+        assert_eq!(
+            api_key(a, Role::Admin).actor().to_string(),
+            "api_key:00000000-0000-0000-0000-000000000002"
+        );
         assert_eq!(agent(a).actor().to_string(), "agent:a_1");
         assert_eq!(
             Principal::Service {

@@ -11,6 +11,58 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         "/coffer.diagnostics.v1.DiagnosticsService/GetProbe",
         Permission::DiagnosticsProbe,
     ),
+    (
+        "/coffer.enrollment.v1.OrgService/CreateOrg",
+        Permission::OrgCreate,
+    ),
+    (
+        "/coffer.enrollment.v1.OrgService/GetOrg",
+        Permission::OrgRead,
+    ),
+    (
+        "/coffer.enrollment.v1.MemberService/AddMember",
+        Permission::MemberManage,
+    ),
+    (
+        "/coffer.enrollment.v1.MemberService/ListMembers",
+        Permission::MemberRead,
+    ),
+    (
+        "/coffer.enrollment.v1.MemberService/ChangeMemberRole",
+        Permission::MemberManage,
+    ),
+    (
+        "/coffer.enrollment.v1.MemberService/RemoveMember",
+        Permission::MemberManage,
+    ),
+    (
+        "/coffer.enrollment.v1.MemberService/SuspendMember",
+        Permission::MemberManage,
+    ),
+    (
+        "/coffer.enrollment.v1.MemberService/ReactivateMember",
+        Permission::MemberManage,
+    ),
+    (
+        "/coffer.enrollment.v1.ApiKeyService/CreateApiKey",
+        Permission::ApiKeyManage,
+    ),
+    (
+        "/coffer.enrollment.v1.ApiKeyService/ListApiKeys",
+        Permission::ApiKeyRead,
+    ),
+    (
+        "/coffer.enrollment.v1.ApiKeyService/RevokeApiKey",
+        Permission::ApiKeyManage,
+    ),
+];
+
+/// Coffer methods that take no bearer credentials because the request itself carries them
+/// (an API key to exchange) or because they publish public material (the JWKS). Each one
+/// checks what it is given itself.
+const PUBLIC_METHODS: &[&str] = &[
+    "/coffer.enrollment.v1.TokenService/Exchange",
+    "/coffer.enrollment.v1.TokenService/GetJwks",
 ];
 
 /// Service prefixes anyone may call without credentials: health checks and server reflection.
@@ -32,12 +84,14 @@ pub fn rpc_permission(full_method: &str) -> Option<Permission> {
         .map(|&(_, permission)| permission)
 }
 
-/// Whether a gRPC method needs no credentials: gRPC health and server reflection (v1 and
-/// v1alpha).
+/// Whether a gRPC method needs no bearer credentials: gRPC health, server reflection (v1 and
+/// v1alpha), and the few Coffer methods whose request carries its own proof (token exchange)
+/// or that serve public keys.
 pub fn is_public_rpc(full_method: &str) -> bool {
-    PUBLIC_PREFIXES
-        .iter()
-        .any(|prefix| full_method.starts_with(prefix))
+    PUBLIC_METHODS.contains(&full_method)
+        || PUBLIC_PREFIXES
+            .iter()
+            .any(|prefix| full_method.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -65,18 +119,30 @@ mod tests {
     }
 
     #[test]
-    fn every_coffer_rpc_requires_a_permission() {
+    fn every_coffer_rpc_requires_a_permission_or_is_explicitly_public() {
         let methods = coffer_methods();
         assert!(
             methods.contains(&"/coffer.diagnostics.v1.DiagnosticsService/SendProbe".to_owned()),
             "descriptor set decoded without the diagnostics service: {methods:?}"
         );
         for method in &methods {
+            let public = PUBLIC_METHODS.contains(&method.as_str());
             assert!(
-                rpc_permission(method).is_some(),
-                "{method} has no entry in RPC_PERMISSIONS"
+                rpc_permission(method).is_some() != public,
+                "{method} must be in exactly one of RPC_PERMISSIONS and PUBLIC_METHODS"
             );
-            assert!(!is_public_rpc(method), "{method} must not be public");
+            assert_eq!(is_public_rpc(method), public, "{method}");
+        }
+    }
+
+    #[test]
+    fn the_public_list_names_only_rpcs_that_exist() {
+        let methods = coffer_methods();
+        for method in PUBLIC_METHODS {
+            assert!(
+                methods.iter().any(|m| m == method),
+                "{method} is not in the protos"
+            );
         }
     }
 

@@ -28,6 +28,12 @@ pub mod diagnostics {
     }
 }
 
+pub mod enrollment {
+    pub mod v1 {
+        tonic::include_proto!("coffer.enrollment.v1");
+    }
+}
+
 /// Conversions between `chrono` UTC times and `google.protobuf.Timestamp`, shared by every
 /// adapter and event codec so the range rules are the same everywhere.
 pub mod time {

@@ -11,6 +11,7 @@ use prost::Message;
 
 use crate::domain::api_key::ApiKeyEvent;
 use crate::domain::org::OrgEvent;
+use crate::domain::signing_key::SigningKeyEvent;
 
 fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
     DecodeError::malformed(event_type, what)
@@ -201,6 +202,50 @@ impl DomainEvent for ApiKeyEvent {
     }
 }
 
+impl DomainEvent for SigningKeyEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            SigningKeyEvent::SigningKeyCreated { .. } => "SigningKeyCreated",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            SigningKeyEvent::SigningKeyCreated {
+                kid,
+                public_key,
+                wrapped_private_key,
+                kms_key_id,
+            } => pb::SigningKeyCreated {
+                kid: kid.clone(),
+                public_key: public_key.to_vec(),
+                wrapped_private_key: wrapped_private_key.clone(),
+                kms_key_id: kms_key_id.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        v1(t, schema_version)?;
+        Ok(match t {
+            "SigningKeyCreated" => {
+                let m = pb::SigningKeyCreated::decode(payload).map_err(|e| bad(t, e))?;
+                SigningKeyEvent::SigningKeyCreated {
+                    kid: m.kid,
+                    public_key: m
+                        .public_key
+                        .try_into()
+                        .map_err(|_| bad(t, "public_key must be 32 bytes"))?,
+                    wrapped_private_key: m.wrapped_private_key,
+                    kms_key_id: m.kms_key_id,
+                }
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::SubsecRound;
@@ -287,5 +332,23 @@ mod tests {
             ApiKeyEvent::decode("ApiKeyCreated", 1, &short_hash),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn signing_key_events_round_trip() {
+        let event = SigningKeyEvent::SigningKeyCreated {
+            kid: "abc".into(),
+            public_key: [9; 32],
+            wrapped_private_key: vec![1, 2, 3, 4],
+            kms_key_id: "master-1".into(),
+        };
+        let decoded = SigningKeyEvent::decode(event.event_type(), 1, &event.encode()).unwrap();
+        assert_eq!(decoded, event);
+        let short = pb::SigningKeyCreated {
+            public_key: vec![1; 31],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert!(SigningKeyEvent::decode("SigningKeyCreated", 1, &short).is_err());
     }
 }

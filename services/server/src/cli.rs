@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use coffer_proto::diagnostics::v1::{
     self as pb, diagnostics_service_client::DiagnosticsServiceClient,
 };
+use coffer_proto::enrollment::v1::{ExchangeRequest, token_service_client::TokenServiceClient};
 use coffer_types::OrgId;
 
 use crate::startup::Target;
@@ -63,6 +64,16 @@ pub enum AdminCommand {
         #[arg(long, value_enum)]
         service: Target,
     },
+    /// Set up a new deployment once: the access-token signing key and the platform org
+    /// with its first owner, whose API key is printed once.
+    Init {
+        /// The first platform owner.
+        #[arg(long)]
+        owner_email: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a new key file for the local KMS provider (mode 0600; never overwrites).
     CreateLocalKmsKey {
         /// Directory holding key files.
@@ -82,7 +93,11 @@ pub enum DiagCommand {
         /// The server's gRPC URL.
         #[arg(long, default_value = "http://127.0.0.1:7443")]
         server: String,
-        /// The org the probe belongs to; a new random one by default.
+        /// An API key (`coffer_…`) of a member with `diagnostics.probe`; exchanged for an
+        /// access token.
+        #[arg(long, env = "COFFER_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The org the probe belongs to; the API key's org by default.
         #[arg(long)]
         org: Option<OrgId>,
         /// Text carried by the probe.
@@ -97,14 +112,39 @@ pub enum DiagCommand {
 /// `coffer diag round-trip`: prints each stage as the probe reaches it.
 pub async fn diag_round_trip(
     server: &str,
+    api_key: &str,
     org: Option<OrgId>,
     note: String,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let org = org.unwrap_or_default();
-    let mut client = DiagnosticsServiceClient::connect(server.to_owned())
+    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+        .with_context(|| format!("server URL {server}"))?
+        .connect()
         .await
         .with_context(|| format!("connect to {server}"))?;
+    let token = TokenServiceClient::new(channel.clone())
+        .exchange(ExchangeRequest {
+            api_key: api_key.to_owned(),
+        })
+        .await
+        .context("exchange the API key for an access token")?
+        .into_inner();
+    let org = match org {
+        Some(org) => org,
+        None => token
+            .org_id
+            .parse()
+            .context("the access token names no valid org")?,
+    };
+    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", token.access_token)
+            .parse()
+            .context("the access token is not a valid header value")?;
+    let mut client =
+        DiagnosticsServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        });
     let started = Instant::now();
     let sent = client
         .send_probe(pb::SendProbeRequest {

@@ -35,6 +35,70 @@ pub struct Config {
     /// The outbox relay.
     #[serde(default)]
     pub relay: RelayConfig,
+    /// Access tokens and their revocation.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: how access tokens are issued and checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The `iss` of access tokens: this deployment's name or URL.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// The `aud` of access tokens.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// How long an access token lives.
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// JetStream KV bucket of revoked keys, suspended users and revoked certificates.
+    #[serde(default = "default_revocation_bucket")]
+    pub revocation_bucket: String,
+    /// JetStream KV bucket where enrollment publishes the access-token key set.
+    #[serde(default = "default_keys_bucket")]
+    pub keys_bucket: String,
+    /// How long a service without the enrollment target waits at boot for the key set.
+    #[serde(default = "default_keys_wait", with = "humantime_serde")]
+    pub keys_wait: Duration,
+}
+
+fn default_issuer() -> String {
+    "coffer".to_owned()
+}
+
+fn default_audience() -> String {
+    "coffer".to_owned()
+}
+
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn default_revocation_bucket() -> String {
+    "COFFER_REVOCATIONS".to_owned()
+}
+
+fn default_keys_bucket() -> String {
+    "COFFER_KEYS".to_owned()
+}
+
+fn default_keys_wait() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: default_issuer(),
+            audience: default_audience(),
+            token_lifetime: default_token_lifetime(),
+            revocation_bucket: default_revocation_bucket(),
+            keys_bucket: default_keys_bucket(),
+            keys_wait: default_keys_wait(),
+        }
+    }
 }
 
 /// `[nats]`. (No `deny_unknown_fields` here: serde cannot combine it with `flatten`.)
@@ -147,6 +211,35 @@ impl Config {
             return Err(Error::Invalid {
                 field: "relay.batch_size",
                 rule: "must be between 1 and 10000".into(),
+            });
+        }
+        if self.auth.token_lifetime < Duration::from_secs(30)
+            || self.auth.token_lifetime > Duration::from_secs(3600)
+        {
+            return Err(Error::Invalid {
+                field: "auth.token_lifetime",
+                rule: "must be between 30s and 1h".into(),
+            });
+        }
+        for (field, bucket) in [
+            ("auth.revocation_bucket", &self.auth.revocation_bucket),
+            ("auth.keys_bucket", &self.auth.keys_bucket),
+        ] {
+            let ok = !bucket.is_empty()
+                && bucket
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(Error::Invalid {
+                    field,
+                    rule: "must be letters, digits, '_' or '-'".into(),
+                });
+            }
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            return Err(Error::Invalid {
+                field: "auth.issuer",
+                rule: "and auth.audience must not be empty".into(),
             });
         }
         if let Some(kms) = &self.kms {

@@ -2,10 +2,12 @@
 //! wiring ([`startup::Application`]), and the command-line client. `main.rs` only parses
 //! arguments and calls in here, so tests start exactly the production wiring.
 
+pub mod authn;
 pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod keys;
 pub mod startup;
 
 /// Every service schema this binary knows, in migration order.
-pub const SCHEMAS: &[coffer_db::Schema] = &[diag::SCHEMA];
+pub const SCHEMAS: &[coffer_db::Schema] = &[coffer_enrollment::SCHEMA, diag::SCHEMA];

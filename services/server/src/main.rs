@@ -30,10 +30,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 DiagCommand::RoundTrip {
                     server,
+                    api_key,
                     org,
                     note,
                     timeout,
-                } => coffer_server::cli::diag_round_trip(&server, org, note, timeout).await,
+                } => {
+                    coffer_server::cli::diag_round_trip(&server, &api_key, org, note, timeout).await
+                }
             }
         }
         Command::Admin {
@@ -52,7 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref(), &flags)?;
             let _telemetry =
                 coffer_telemetry::init(&config.telemetry).context("start telemetry")?;
-            server_command(command, config).await
+            Box::pin(server_command(command, config)).await
         }
     }
 }
@@ -77,9 +80,50 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
             Ok(())
         }
         Command::Admin {
+            command: AdminCommand::Init { owner_email, json },
+        } => {
+            let kms_config = config
+                .kms
+                .as_ref()
+                .context("`coffer admin init` needs [kms] configured")?;
+            let kms = coffer_kms::from_config(kms_config)
+                .await
+                .context("open the KMS master key")?;
+            let db =
+                coffer_db::Database::connect(&config.database, coffer_enrollment::SERVICE).await?;
+            let created =
+                coffer_enrollment::app::init_platform(db, kms.as_ref(), &owner_email).await?;
+            let secret = created.owner_api_key.secret.expose();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "org_id": created.org.org_id.to_string(),
+                        "owner_user_id": created.owner.user_id.to_string(),
+                        "owner_email": created.owner.email,
+                        "api_key_id": created.owner_api_key.key.key_id.to_string(),
+                        "api_key": secret,
+                    })
+                );
+            } else {
+                println!("initialised platform org {}", created.org.org_id);
+                println!("owner {} ({})", created.owner.email, created.owner.user_id);
+                println!(
+                    "owner API key {} (shown once, store it now):",
+                    created.owner_api_key.key.key_id
+                );
+                println!("{secret}");
+            }
+            Ok(())
+        }
+        Command::Admin {
             command: AdminCommand::RebuildProjections { service },
         } => {
             let (name, projections) = match service {
+                Target::Enrollment => (
+                    coffer_enrollment::SERVICE,
+                    coffer_enrollment::app::projections(),
+                ),
                 Target::Diag => (diag::SERVICE, diag::projections()),
                 Target::All => anyhow::bail!("--service must name one service"),
             };

@@ -11,14 +11,27 @@ use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServic
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use coffer_auth::revocation::Revocations;
+use coffer_enrollment::grpc::EnrollmentGrpc;
+use coffer_enrollment::tokens::{TokenSettings, Tokens};
+use coffer_enrollment::{Enrollment, consumers};
+use coffer_proto::enrollment::v1::{
+    api_key_service_server::ApiKeyServiceServer, member_service_server::MemberServiceServer,
+    org_service_server::OrgServiceServer, token_service_server::TokenServiceServer,
+};
+
+use crate::authn::AuthLayer;
 use crate::config::Config;
 use crate::diag::{self, Diagnostics, grpc::DiagnosticsGrpc};
+use crate::keys;
 
 /// A service `coffer serve --target` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
     /// Every service in one process.
     All,
+    /// Enrollment: orgs, members, API keys, access tokens.
+    Enrollment,
     /// Diagnostics: the event pipeline probe.
     Diag,
 }
@@ -73,6 +86,15 @@ pub enum BootError {
     /// gRPC reflection could not be built from the descriptor sets.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
+    /// A target needs something the configuration does not give it.
+    #[error("{0}")]
+    Missing(String),
+    /// Access-token keys or the revocation set are not available.
+    #[error("{0}")]
+    Auth(String),
+    /// The enrollment service could not start.
+    #[error("cannot start enrollment: {0}")]
+    Enrollment(coffer_enrollment::Error),
 }
 
 /// A built, not yet running server: every boot check has passed.
@@ -80,7 +102,13 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     router: tonic::transport::server::Router<
-        tower::layer::util::Stack<coffer_telemetry::GrpcTraceLayer, tower::layer::util::Identity>,
+        tower::layer::util::Stack<
+            AuthLayer,
+            tower::layer::util::Stack<
+                coffer_telemetry::GrpcTraceLayer,
+                tower::layer::util::Identity,
+            >,
+        >,
     >,
     background: Vec<Background>,
 }
@@ -126,10 +154,26 @@ impl Application {
                 reason: e.to_string(),
             })?;
 
-        if let Some(kms) = &config.kms {
-            coffer_kms::from_config(kms).await.map_err(BootError::Kms)?;
-        }
+        let kms = match &config.kms {
+            Some(kms) => Some(coffer_kms::from_config(kms).await.map_err(BootError::Kms)?),
+            None => None,
+        };
+        let revocations = Revocations::open(&js, &config.auth.revocation_bucket)
+            .await
+            .map_err(|e| BootError::Auth(e.to_string()))?;
+        tokio::time::timeout(config.auth.keys_wait, revocations.wait_synced())
+            .await
+            .map_err(|_| {
+                BootError::Auth(format!(
+                    "the revocation bucket {} did not load within {:?}",
+                    config.auth.revocation_bucket, config.auth.keys_wait
+                ))
+            })?;
+        let keys_bucket = keys::bucket(&js, &config.auth.keys_bucket)
+            .await
+            .map_err(BootError::Auth)?;
 
+        let mut background: Vec<Background> = Vec::new();
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -144,16 +188,99 @@ impl Application {
             .build_v1alpha()
             .map_err(|e| BootError::Reflection(e.to_string()))?;
 
-        let mut background: Vec<Background> = Vec::new();
+        // Every target's database and schema are checked before anything waits on anything.
+        let connect = async |wanted: bool, schema: coffer_db::Schema| {
+            if !wanted {
+                return Ok::<_, BootError>(None);
+            }
+            let db = Database::connect(&config.database, schema.service).await?;
+            check_migrations(&db, &config, &[schema]).await?;
+            Ok(Some(db))
+        };
+        let enrollment_db = connect(wants(Target::Enrollment), coffer_enrollment::SCHEMA).await?;
+        let diag_db = connect(wants(Target::Diag), diag::SCHEMA).await?;
+
+        // Enrollment first: it publishes the key set the auth layer then follows.
+        let mut enrollment = None;
+        if wants(Target::Enrollment) {
+            let kms = kms.clone().ok_or_else(|| {
+                BootError::Missing("the enrollment target needs [kms] configured".to_owned())
+            })?;
+            let db = enrollment_db.clone().expect("connected above when wanted");
+            let settings = TokenSettings {
+                issuer: config.auth.issuer.clone(),
+                audience: config.auth.audience.clone(),
+                lifetime: config.auth.token_lifetime,
+            };
+            let tokens = Tokens::load(&db, kms.as_ref(), settings, revocations.clone())
+                .await
+                .map_err(BootError::Enrollment)?;
+            keys::publish(&keys_bucket, tokens.jwks())
+                .await
+                .map_err(BootError::Auth)?;
+            let app = Enrollment::new(db.clone(), Arc::new(tokens));
+            let relay = Relay::new(
+                config.database.clone(),
+                coffer_enrollment::SERVICE,
+                js.clone(),
+                config.nats.bus.clone(),
+                config.relay.clone(),
+            );
+            background.push(Box::new(move |rx| Box::pin(relay.run(stopped(rx)))));
+            let consumer = Consumer::new(
+                db,
+                js.clone(),
+                config.nats.bus.clone(),
+                consumers::revocations_config(&config.nats.bus),
+                consumers::revocations_handler(revocations.clone()),
+            );
+            background.push(Box::new(move |rx| {
+                Box::pin(async move {
+                    if let Err(e) = consumer.run(stopped(rx)).await {
+                        tracing::error!(error = %e, "enrollment revocations consumer stopped");
+                    }
+                })
+            }));
+            enrollment = Some(EnrollmentGrpc::new(app));
+        }
+        let authenticator = keys::follow(
+            keys_bucket,
+            &config.auth.issuer,
+            &config.auth.audience,
+            revocations,
+            config.auth.keys_wait,
+        )
+        .await
+        .map_err(BootError::Auth)?;
+
         let mut router = tonic::transport::Server::builder()
             .layer(coffer_telemetry::GrpcTraceLayer)
+            .layer(AuthLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
 
-        if wants(Target::Diag) {
-            let db = Database::connect(&config.database, diag::SERVICE).await?;
-            check_migrations(&db, &config, &[diag::SCHEMA]).await?;
+        if let Some(grpc) = enrollment {
+            health
+                .set_serving::<OrgServiceServer<EnrollmentGrpc>>()
+                .await;
+            health
+                .set_serving::<MemberServiceServer<EnrollmentGrpc>>()
+                .await;
+            health
+                .set_serving::<ApiKeyServiceServer<EnrollmentGrpc>>()
+                .await;
+            health
+                .set_serving::<TokenServiceServer<EnrollmentGrpc>>()
+                .await;
+            router = router
+                .add_service(OrgServiceServer::new(grpc.clone()))
+                .add_service(MemberServiceServer::new(grpc.clone()))
+                .add_service(ApiKeyServiceServer::new(grpc.clone()))
+                .add_service(TokenServiceServer::new(grpc));
+        }
+
+        if let Some(db) = diag_db {
             let app = Diagnostics::new(db.clone());
             let relay = Relay::new(
                 config.database.clone(),

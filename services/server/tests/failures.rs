@@ -384,6 +384,7 @@ struct Pipeline {
     bus: BusConfig,
     store: EventStore,
     logs: tempfile::TempDir,
+    auth_prefix: String,
     // Keeps a private NATS server alive as long as the pipeline.
     _nats: Option<Arc<Mutex<NatsServer>>>,
 }
@@ -400,6 +401,16 @@ impl Pipeline {
         let store = Diagnostics::new(db.service(diag::SERVICE).await)
             .store()
             .clone();
+        // A diagnostics-only process verifies tokens with the key set enrollment publishes;
+        // these tests make no API calls, but the process still waits for one at boot.
+        let auth_prefix = coffer_testkit::unique("AUTH");
+        let keys = coffer_server::keys::bucket(&js, &format!("{auth_prefix}_KEYS"))
+            .await
+            .expect("key-set bucket");
+        let signer = coffer_auth::token::Signer::from_seed(&[7; 32]).expect("a 32-byte seed");
+        coffer_server::keys::publish(&keys, &coffer_auth::token::Jwks::new([signer.jwk()]))
+            .await
+            .expect("publish a key set");
         Self {
             db,
             su,
@@ -408,6 +419,7 @@ impl Pipeline {
             bus,
             store,
             logs: tempfile::tempdir().expect("a temp dir for child logs"),
+            auth_prefix,
             _nats: nats,
         }
     }
@@ -431,6 +443,14 @@ impl Pipeline {
             .env("COFFER_NATS__DLQ_STREAM", &self.bus.dlq_stream)
             .env("COFFER_NATS__DLQ_PREFIX", &self.bus.dlq_prefix)
             .env("COFFER_GRPC__LISTEN", "127.0.0.1:0")
+            .env(
+                "COFFER_AUTH__KEYS_BUCKET",
+                format!("{}_KEYS", self.auth_prefix),
+            )
+            .env(
+                "COFFER_AUTH__REVOCATION_BUCKET",
+                format!("{}_REVOKED", self.auth_prefix),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone log handle"))

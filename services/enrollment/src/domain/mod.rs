@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod org;
+pub mod signing_key;
 
 /// Checks a human-readable name: trimmed, 1..=`max` characters, no control characters.
 /// Returns the trimmed name or the rule it breaks.

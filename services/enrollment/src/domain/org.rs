@@ -226,14 +226,13 @@ impl Aggregate for Org {
                 if !self.created {
                     return Err(OrgError::NotFound);
                 }
-                if self.members.contains_key(&user) {
+                let email = clean_email(&email)?;
+                if self.members.contains_key(&user)
+                    || self.members.values().any(|m| m.email == email)
+                {
                     return Err(OrgError::AlreadyMember);
                 }
-                Ok(vec![OrgEvent::MemberAdded {
-                    user,
-                    email: clean_email(&email)?,
-                    role,
-                }])
+                Ok(vec![OrgEvent::MemberAdded { user, email, role }])
             }
             OrgCommand::ChangeRole { user, role } => {
                 let member = self.member(user)?;
@@ -422,6 +421,19 @@ mod tests {
             .decide(OrgCommand::AddMember {
                 user: bob,
                 email: "bob@acme.test".into(),
+                role: Role::Admin,
+            })
+            .unwrap_err();
+        assert_eq!(err, OrgError::AlreadyMember);
+    }
+
+    #[test]
+    fn given_a_member_when_their_address_is_added_as_a_new_user_then_already_member() {
+        let org = given(&[created(UserId::new()), added(UserId::new(), Role::Viewer)]);
+        let err = org
+            .decide(OrgCommand::AddMember {
+                user: UserId::new(),
+                email: "  BOB@acme.test ".into(),
                 role: Role::Admin,
             })
             .unwrap_err();

@@ -1,8 +1,9 @@
 //! gRPC adapter: protobuf in, one application call, protobuf out.
 
+use coffer_auth::grpc::authorize;
 use coffer_proto::diagnostics::v1::{self as pb, diagnostics_service_server::DiagnosticsService};
 use coffer_proto::time::to_timestamp;
-use coffer_types::{Actor, AggregateId, OrgId};
+use coffer_types::{AggregateId, OrgId};
 use tonic::{Request, Response, Status};
 
 use super::{Diagnostics, Error, ProbeView, SentProbe};
@@ -102,12 +103,9 @@ impl DiagnosticsService for DiagnosticsGrpc {
         &self,
         request: Request<pb::SendProbeRequest>,
     ) -> Result<Response<pb::SendProbeResponse>, Status> {
-        let req: SendProbe = request.into_inner().try_into()?;
-        // Until enrollment issues identities, the diagnostics API acts as a service.
-        let sent = self
-            .app
-            .send_probe(req.org, None, req.note, &Actor::service("diagnostics-api"))
-            .await?;
+        let req: SendProbe = request.get_ref().clone().try_into()?;
+        let actor = authorize(&request, req.org)?.actor();
+        let sent = self.app.send_probe(req.org, None, req.note, &actor).await?;
         Ok(Response::new(sent.into()))
     }
 
@@ -115,7 +113,8 @@ impl DiagnosticsService for DiagnosticsGrpc {
         &self,
         request: Request<pb::GetProbeRequest>,
     ) -> Result<Response<pb::GetProbeResponse>, Status> {
-        let req: GetProbe = request.into_inner().try_into()?;
+        let req: GetProbe = request.get_ref().clone().try_into()?;
+        authorize(&request, req.org)?;
         let view = self.app.get_probe(req.org, req.probe_id).await?;
         Ok(Response::new(view.into()))
     }

@@ -16,6 +16,12 @@ fn coffer(db_url: &str, nats_url: &str, bus: &BusConfig) -> Command {
         .env("COFFER_NATS__DLQ_PREFIX", &bus.dlq_prefix)
         .env("COFFER_NATS__CONNECT_TIMEOUT", "2s")
         .env("COFFER_GRPC__LISTEN", "127.0.0.1:0")
+        .env(
+            "COFFER_AUTH__REVOCATION_BUCKET",
+            format!("{}_REVOKED", bus.stream),
+        )
+        .env("COFFER_AUTH__KEYS_BUCKET", format!("{}_KEYS", bus.stream))
+        .env("COFFER_AUTH__KEYS_WAIT", "20s")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -50,7 +56,7 @@ async fn serve_refuses_to_start_on_a_database_with_missing_migrations() {
         &coffer_testkit::nats_url(),
         &bus,
     )
-    .arg("serve")));
+    .args(["serve", "--target", "diag"])));
     assert_eq!(
         line,
         format!(
@@ -85,7 +91,9 @@ async fn serve_names_an_unreachable_postgres_or_nats_in_one_line() {
     let dead = coffer_testkit::free_port();
 
     let nats = format!("nats://127.0.0.1:{dead}");
-    let line = failure_line(&run(coffer(&db.config.url, &nats, &bus).arg("serve")));
+    let line = failure_line(&run(
+        coffer(&db.config.url, &nats, &bus).args(["serve", "--target", "diag"])
+    ));
     assert!(
         line.starts_with(&format!("coffer: cannot connect to NATS at {nats}")),
         "{line}"
@@ -93,7 +101,7 @@ async fn serve_names_an_unreachable_postgres_or_nats_in_one_line() {
 
     let pg = format!("postgres://coffer_owner@127.0.0.1:{dead}/{}", db.name);
     let line = failure_line(&run(
-        coffer(&pg, &coffer_testkit::nats_url(), &bus).arg("serve")
+        coffer(&pg, &coffer_testkit::nats_url(), &bus).args(["serve", "--target", "diag"])
     ));
     assert!(
         line.starts_with(&format!(
@@ -128,9 +136,63 @@ impl Drop for Server {
 async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary() {
     let db = TestDb::migrated(coffer_server::SCHEMAS).await;
     let bus = BusConfig::with_prefix(&coffer_testkit::unique("b"));
+    let kms_dir = tempfile::tempdir().unwrap();
+    let key_dir = kms_dir.path().to_str().unwrap().to_owned();
+    let with_kms = |mut cmd: Command| {
+        cmd.env("COFFER_KMS__PROVIDER", "local")
+            .env("COFFER_KMS__KEY_DIR", &key_dir)
+            .env("COFFER_KMS__KEY_ID", "cli-test");
+        cmd
+    };
+    let out = run(
+        coffer(&db.config.url, &coffer_testkit::nats_url(), &bus).args([
+            "admin",
+            "create-local-kms-key",
+            "--key-dir",
+            &key_dir,
+            "--key-id",
+            "cli-test",
+        ]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        with_kms(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus)).args([
+            "admin",
+            "init",
+            "--owner-email",
+            "root@platform.test",
+            "--json",
+        ]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api_key = init["api_key"].as_str().unwrap().to_owned();
+    assert!(api_key.starts_with("coffer_"));
+    // A second init is refused and changes nothing.
+    let out = run(
+        with_kms(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus)).args([
+            "admin",
+            "init",
+            "--owner-email",
+            "other@platform.test",
+        ]),
+    );
+    assert_eq!(
+        failure_line(&out),
+        "coffer: coffer is already initialised (the platform org exists)"
+    );
+
     let port = coffer_testkit::free_port();
     let server = Server(
-        coffer(&db.config.url, &coffer_testkit::nats_url(), &bus)
+        with_kms(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -149,6 +211,8 @@ async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary
                 "round-trip",
                 "--server",
                 &format!("http://127.0.0.1:{port}"),
+                "--api-key",
+                &api_key,
             ]),
         );
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,16 +10,19 @@ use coffer_testkit::eventually;
 use coffer_types::OrgId;
 use tonic::{Code, Request};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{Authed, TestApp, TestOrg, spawn_app};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn client(app: &TestApp) -> DiagnosticsServiceClient<tonic::transport::Channel> {
-    DiagnosticsServiceClient::new(app.channel().await)
+/// A client acting as the owner of a fresh org.
+async fn client(app: &TestApp) -> (DiagnosticsServiceClient<Authed>, TestOrg) {
+    let org = app.new_org("Probers").await;
+    let c = DiagnosticsServiceClient::new(app.authed(&org.owner_key).await);
+    (c, org)
 }
 
 async fn wait_observed(
-    c: &mut DiagnosticsServiceClient<tonic::transport::Channel>,
+    c: &mut DiagnosticsServiceClient<Authed>,
     org: OrgId,
     probe_id: &str,
 ) -> GetProbeResponse {
@@ -51,8 +54,8 @@ async fn event_count(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_probe_travels_append_outbox_jetstream_consumer_projection_in_the_callers_trace() {
     let app = spawn_app().await;
-    let mut c = client(&app).await;
-    let org = OrgId::new();
+    let (mut c, org) = client(&app).await;
+    let org = org.org;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let mut request = Request::new(SendProbeRequest {
         org_id: org.to_string(),
@@ -77,12 +80,14 @@ async fn a_probe_travels_append_outbox_jetstream_consumer_projection_in_the_call
         "the trace context went gRPC metadata -> event -> NATS headers -> consumer"
     );
     // The message on the stream is the event, under its subject, with its id.
-    let msgs = coffer_testkit::wait_for_messages(&app.js, &app.bus.stream, 2, WAIT).await;
-    let first = &msgs[0];
-    assert_eq!(
-        first.subject.as_str(),
-        app.bus.subject(org, "diag", "ProbeSent")
-    );
+    let subject = app.bus.subject(org, "diag", "ProbeSent");
+    let first = eventually("ProbeSent on the stream", WAIT, || async {
+        coffer_testkit::stream_messages(&app.js, &app.bus.stream)
+            .await
+            .into_iter()
+            .find(|m| m.subject.as_str() == subject)
+    })
+    .await;
     assert_eq!(
         first.headers.get("Nats-Msg-Id").unwrap().as_str(),
         sent.event_id
@@ -100,7 +105,8 @@ async fn a_probe_travels_append_outbox_jetstream_consumer_projection_in_the_call
 #[tokio::test]
 async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing() {
     let app = spawn_app().await;
-    let mut c = client(&app).await;
+    let (mut c, org) = client(&app).await;
+    let org = org.org;
     let cases = [
         (
             SendProbeRequest {
@@ -111,14 +117,14 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing() {
         ),
         (
             SendProbeRequest {
-                org_id: OrgId::new().to_string(),
+                org_id: org.to_string(),
                 note: "x".repeat(201),
             },
             "note must be at most 200 characters, got 201",
         ),
         (
             SendProbeRequest {
-                org_id: OrgId::new().to_string(),
+                org_id: org.to_string(),
                 note: "line\nbreak".into(),
             },
             "note must not contain control characters",
@@ -131,7 +137,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing() {
     }
     let status = c
         .get_probe(GetProbeRequest {
-            org_id: OrgId::new().to_string(),
+            org_id: org.to_string(),
             probe_id: "nope".into(),
         })
         .await
@@ -146,8 +152,10 @@ async fn bad_input_is_invalid_argument_naming_the_field_and_changes_nothing() {
 #[tokio::test]
 async fn p5_cross_tenant_read_is_not_found() {
     let app = spawn_app().await;
-    let mut c = client(&app).await;
-    let (mine, theirs) = (OrgId::new(), OrgId::new());
+    let (mut c, mine) = client(&app).await;
+    let mine = mine.org;
+    let (theirs_client, theirs) = client(&app).await;
+    let theirs = theirs.org;
     let sent = c
         .send_probe(SendProbeRequest {
             org_id: mine.to_string(),
@@ -157,24 +165,32 @@ async fn p5_cross_tenant_read_is_not_found() {
         .unwrap()
         .into_inner();
     wait_observed(&mut c, mine, &sent.probe_id).await;
-    let status = c
-        .get_probe(GetProbeRequest {
-            org_id: theirs.to_string(),
-            probe_id: sent.probe_id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let ask = |org: OrgId, probe_id: String| {
+        let mut theirs_client = theirs_client.clone();
+        async move {
+            theirs_client
+                .get_probe(GetProbeRequest {
+                    org_id: org.to_string(),
+                    probe_id,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    // Org B's owner naming org A: the org does not exist as far as B can tell.
+    let status = ask(mine, sent.probe_id.clone()).await;
     assert_eq!(status.code(), Code::NotFound);
-    // Same answer as for a probe that does not exist at all.
-    let missing = c
-        .get_probe(GetProbeRequest {
-            org_id: mine.to_string(),
-            probe_id: coffer_types::AggregateId::new().to_string(),
-        })
-        .await
-        .unwrap_err();
+    let nowhere = ask(OrgId::new(), sent.probe_id.clone()).await;
+    assert_eq!(
+        (nowhere.code(), nowhere.message()),
+        (status.code(), status.message())
+    );
+    // Org B's owner naming A's probe in B: row-level security hides it like a missing one.
+    let hidden = ask(theirs, sent.probe_id.clone()).await;
+    let missing = ask(theirs, coffer_types::AggregateId::new().to_string()).await;
+    assert_eq!(hidden.code(), Code::NotFound);
     assert_eq!(
         (missing.code(), missing.message()),
-        (status.code(), status.message())
+        (hidden.code(), hidden.message())
     );
 }

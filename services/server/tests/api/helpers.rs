@@ -1,21 +1,60 @@
-//! `spawn_app`: the exact production wiring on port 0, on a fresh database and bus.
+//! `spawn_app`: the exact production wiring on port 0, on a fresh database, bus, KMS key and
+//! revocation buckets, with the platform initialised as `coffer admin init` does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use coffer_db::DbConfig;
 use coffer_eventstore::{BusConfig, RelayConfig};
-use coffer_server::config::{Config, GrpcConfig, NatsConfig};
+use coffer_kms::{KeyId, KmsConfig, LocalConfig, LocalKms};
+use coffer_proto::enrollment::v1::{
+    CreateOrgRequest, ExchangeRequest, org_service_client::OrgServiceClient,
+    token_service_client::TokenServiceClient,
+};
+use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig};
 use coffer_server::startup::{Application, Target};
 use coffer_testkit::TestDb;
+use coffer_types::OrgId;
 use tokio::sync::oneshot;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: TestDb,
     pub bus: BusConfig,
     pub js: async_nats::jetstream::Context,
+    /// The platform owner's API key, as `coffer admin init` printed it.
+    pub platform_key: String,
+    _kms_dir: tempfile::TempDir,
     _stop: oneshot::Sender<()>,
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel that sends a bearer token.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// An org created through the API, with its owner's API key.
+pub struct TestOrg {
+    pub org: OrgId,
+    pub owner_key: String,
+    pub owner_user_id: String,
 }
 
 impl TestApp {
@@ -23,16 +62,58 @@ impl TestApp {
         format!("http://{}", self.addr)
     }
 
-    pub async fn channel(&self) -> tonic::transport::Channel {
+    pub async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(self.url())
             .unwrap()
             .connect()
             .await
             .unwrap()
     }
+
+    /// Exchanges `api_key` for an access token.
+    pub async fn token(&self, api_key: &str) -> String {
+        TokenServiceClient::new(self.channel().await)
+            .exchange(ExchangeRequest {
+                api_key: api_key.to_owned(),
+            })
+            .await
+            .expect("exchange")
+            .into_inner()
+            .access_token
+    }
+
+    /// A channel authenticated with an access token of `api_key`.
+    pub async fn authed(&self, api_key: &str) -> Authed {
+        let token = self.token(api_key).await;
+        self.with_token(&token).await
+    }
+
+    /// A channel sending `token` as is.
+    pub async fn with_token(&self, token: &str) -> Authed {
+        let bearer = format!("Bearer {token}").parse().unwrap();
+        InterceptedService::new(self.channel().await, Bearer(bearer))
+    }
+
+    /// Creates an org through the API as the platform owner.
+    pub async fn new_org(&self, name: &str) -> TestOrg {
+        let mut orgs = OrgServiceClient::new(self.authed(&self.platform_key).await);
+        let created = orgs
+            .create_org(CreateOrgRequest {
+                name: name.to_owned(),
+                owner_email: format!("owner@{}.test", name.to_lowercase().replace(' ', "-")),
+            })
+            .await
+            .expect("create org")
+            .into_inner();
+        TestOrg {
+            org: created.org.unwrap().org_id.parse().unwrap(),
+            owner_key: created.owner_api_key.unwrap().secret,
+            owner_user_id: created.owner.unwrap().user_id,
+        }
+    }
 }
 
-pub fn config(db: &DbConfig, bus: &BusConfig) -> Config {
+pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Config {
     Config {
         database: db.clone(),
         nats: NatsConfig {
@@ -43,9 +124,17 @@ pub fn config(db: &DbConfig, bus: &BusConfig) -> Config {
         grpc: GrpcConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
         },
-        kms: None,
+        kms: Some(KmsConfig::Local(LocalConfig {
+            key_dir: kms_dir.to_path_buf(),
+            key_id: KeyId::new("test-master"),
+        })),
         telemetry: Default::default(),
         relay: RelayConfig::default(),
+        auth: AuthConfig {
+            revocation_bucket: coffer_testkit::unique("REVOKED"),
+            keys_bucket: coffer_testkit::unique("KEYS"),
+            ..AuthConfig::default()
+        },
     }
 }
 
@@ -53,7 +142,20 @@ pub async fn spawn_app() -> TestApp {
     coffer_testkit::telemetry();
     let db = TestDb::migrated(coffer_server::SCHEMAS).await;
     let (_client, js, bus) = coffer_testkit::bus().await;
-    let app = Application::build(config(&db.config, &bus), &[Target::All])
+    let kms_dir = tempfile::tempdir().unwrap();
+    let key_id = KeyId::new("test-master");
+    LocalKms::create_key(kms_dir.path(), &key_id).unwrap();
+    let kms = LocalKms::open(kms_dir.path(), &key_id).unwrap();
+    let created = Box::pin(coffer_enrollment::app::init_platform(
+        db.service(coffer_enrollment::SERVICE).await,
+        &kms,
+        "root@platform.test",
+    ))
+    .await
+    .expect("admin init");
+    let platform_key = created.owner_api_key.secret.expose().to_owned();
+    let config = config(&db.config, &bus, kms_dir.path());
+    let app = Box::pin(Application::build(config, &[Target::All]))
         .await
         .expect("boot");
     let addr = app.local_addr();
@@ -66,6 +168,8 @@ pub async fn spawn_app() -> TestApp {
         db,
         bus,
         js,
+        platform_key,
+        _kms_dir: kms_dir,
         _stop: stop,
     }
 }

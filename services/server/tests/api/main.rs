@@ -2,6 +2,7 @@
 
 mod binary;
 mod diag;
+mod enrollment;
 mod grpc;
 mod helpers;
 mod tenancy;

@@ -1,0 +1,7 @@
+//! Integration tests of coffer-auth's I/O parts: OIDC against a real HTTP issuer on loopback,
+//! and revocations through a real NATS JetStream KV bucket (the private stack that
+//! `cargo xtask test` starts; see `coffer_testkit`).
+
+mod idp;
+mod oidc;
+mod revocation;

@@ -1,0 +1,318 @@
+//! gRPC adapters: protobuf in, one application call, protobuf out.
+//!
+//! Every handler takes the `Caller` the server's auth layer attached to the request and
+//! asks it to authorise the org the request targets; the permission comes from the RPC
+//! table in `coffer_auth`, never from the handler.
+
+use chrono::{DateTime, Utc};
+use coffer_auth::Role;
+use coffer_auth::grpc::authorize;
+use coffer_proto::enrollment::v1 as pb;
+use coffer_proto::time::{from_timestamp, to_timestamp};
+use coffer_types::{ApiKeyId, OrgId, UserId};
+use secrecy::ExposeSecret;
+use tonic::{Request, Response, Status};
+
+use crate::app::{CreatedApiKey, Enrollment, Error, NewApiKey};
+use crate::store::{ApiKeyView, MemberView, OrgView};
+use crate::tokens::IssuedToken;
+
+/// Longest free-text field accepted before any other check, so oversized input is refused
+/// cheaply and by name.
+const MAX_FIELD_BYTES: usize = 4096;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(f) => Status::invalid_argument(f.to_string()),
+            Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Forbidden(m) => Status::permission_denied(m),
+            Error::Unauthenticated => Status::unauthenticated(e.to_string()),
+            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Store(coffer_eventstore::Error::Conflict { .. }) => {
+                Status::aborted("the resource changed concurrently; retry")
+            }
+            Error::Store(e) => {
+                tracing::error!(error = %e, "enrollment storage failure");
+                Status::unavailable("storage is unavailable")
+            }
+        }
+    }
+}
+
+fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Status> {
+    s.parse()
+        .map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
+}
+
+fn role(s: &str) -> Result<Role, Status> {
+    s.parse().map_err(|_| {
+        Status::invalid_argument("role must be one of owner, admin, operator, auditor, viewer")
+    })
+}
+
+fn text<'a>(s: &'a str, field: &str) -> Result<&'a str, Status> {
+    if s.len() > MAX_FIELD_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be at most {MAX_FIELD_BYTES} bytes"
+        )));
+    }
+    Ok(s)
+}
+
+fn time(ts: Option<prost_types::Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, Status> {
+    ts.map(|ts| from_timestamp(&ts).map_err(|e| Status::invalid_argument(format!("{field} {e}"))))
+        .transpose()
+}
+
+impl From<OrgView> for pb::Org {
+    fn from(o: OrgView) -> Self {
+        Self {
+            org_id: o.org_id.to_string(),
+            name: o.name,
+            created_at: Some(to_timestamp(o.created_at)),
+        }
+    }
+}
+
+impl From<MemberView> for pb::Member {
+    fn from(m: MemberView) -> Self {
+        Self {
+            org_id: m.org_id.to_string(),
+            user_id: m.user_id.to_string(),
+            email: m.email,
+            role: m.role.as_str().to_owned(),
+            suspended: m.suspended,
+            joined_at: Some(to_timestamp(m.joined_at)),
+        }
+    }
+}
+
+impl From<ApiKeyView> for pb::ApiKey {
+    fn from(k: ApiKeyView) -> Self {
+        Self {
+            org_id: k.org_id.to_string(),
+            key_id: k.key_id.to_string(),
+            name: k.name,
+            role: k.role.as_str().to_owned(),
+            scopes: k.scopes,
+            display_prefix: k.display_prefix,
+            created_at: Some(to_timestamp(k.created_at)),
+            expires_at: k.expires_at.map(to_timestamp),
+            last_used_at: k.last_used_at.map(to_timestamp),
+            revoked: k.revoked_at.is_some(),
+        }
+    }
+}
+
+impl From<CreatedApiKey> for pb::CreateApiKeyResponse {
+    fn from(c: CreatedApiKey) -> Self {
+        Self {
+            secret: c.secret.expose().to_owned(),
+            key: Some(c.key.into()),
+        }
+    }
+}
+
+impl From<IssuedToken> for pb::AccessToken {
+    fn from(t: IssuedToken) -> Self {
+        Self {
+            access_token: t.token.expose_secret().to_owned(),
+            expires_at: Some(to_timestamp(t.expires_at)),
+            org_id: t.org.to_string(),
+            role: t.role.as_str().to_owned(),
+        }
+    }
+}
+
+/// `OrgService`, `MemberService`, `ApiKeyService` and `TokenService`.
+#[derive(Debug, Clone)]
+pub struct EnrollmentGrpc {
+    app: Enrollment,
+}
+
+impl EnrollmentGrpc {
+    /// Wraps the application.
+    pub fn new(app: Enrollment) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::org_service_server::OrgService for EnrollmentGrpc {
+    async fn create_org(
+        &self,
+        request: Request<pb::CreateOrgRequest>,
+    ) -> Result<Response<pb::CreateOrgResponse>, Status> {
+        // Creating orgs is a platform permission.
+        let caller = authorize(&request, OrgId::PLATFORM)?.clone();
+        let r = request.into_inner();
+        let created = self
+            .app
+            .create_org(
+                text(&r.name, "name")?,
+                text(&r.owner_email, "owner_email")?,
+                &caller.actor(),
+            )
+            .await?;
+        Ok(Response::new(pb::CreateOrgResponse {
+            org: Some(created.org.into()),
+            owner: Some(created.owner.into()),
+            owner_api_key: Some(created.owner_api_key.into()),
+        }))
+    }
+
+    async fn get_org(
+        &self,
+        request: Request<pb::GetOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
+        let org = id(&request.get_ref().org_id, "org_id")?;
+        authorize(&request, org)?;
+        Ok(Response::new(self.app.get_org(org).await?.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::member_service_server::MemberService for EnrollmentGrpc {
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let (email, role) = (text(&r.email, "email")?, role(&r.role)?);
+        let caller = authorize(&request, org)?;
+        let member = self.app.add_member(caller, org, email, role).await?;
+        Ok(Response::new(member.into()))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let org = id(&request.get_ref().org_id, "org_id")?;
+        authorize(&request, org)?;
+        let members = self.app.list_members(org).await?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn change_member_role(
+        &self,
+        request: Request<pb::ChangeMemberRoleRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let user: UserId = id(&r.user_id, "user_id")?;
+        let role = role(&r.role)?;
+        let caller = authorize(&request, org)?;
+        let member = self.app.change_member_role(caller, org, user, role).await?;
+        Ok(Response::new(member.into()))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let user: UserId = id(&r.user_id, "user_id")?;
+        let caller = authorize(&request, org)?;
+        self.app.remove_member(caller, org, user).await?;
+        Ok(Response::new(pb::RemoveMemberResponse {}))
+    }
+
+    async fn suspend_member(
+        &self,
+        request: Request<pb::SuspendMemberRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let user: UserId = id(&r.user_id, "user_id")?;
+        let reason = text(&r.reason, "reason")?;
+        let caller = authorize(&request, org)?;
+        let member = self.app.suspend_member(caller, org, user, reason).await?;
+        Ok(Response::new(member.into()))
+    }
+
+    async fn reactivate_member(
+        &self,
+        request: Request<pb::ReactivateMemberRequest>,
+    ) -> Result<Response<pb::Member>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let user: UserId = id(&r.user_id, "user_id")?;
+        let caller = authorize(&request, org)?;
+        let member = self.app.reactivate_member(caller, org, user).await?;
+        Ok(Response::new(member.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::api_key_service_server::ApiKeyService for EnrollmentGrpc {
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let new = NewApiKey {
+            name: text(&r.name, "name")?.to_owned(),
+            role: role(&r.role)?,
+            scopes: r.scopes.clone(),
+            expires_at: time(r.expires_at, "expires_at")?,
+        };
+        let caller = authorize(&request, org)?;
+        let created = self.app.create_api_key(caller, org, new).await?;
+        Ok(Response::new(created.into()))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let org = id(&request.get_ref().org_id, "org_id")?;
+        authorize(&request, org)?;
+        let keys = self.app.list_api_keys(org).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let key: ApiKeyId = id(&r.key_id, "key_id")?;
+        let reason = text(&r.reason, "reason")?;
+        let caller = authorize(&request, org)?;
+        let view = self.app.revoke_api_key(caller, org, key, reason).await?;
+        Ok(Response::new(view.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::token_service_server::TokenService for EnrollmentGrpc {
+    async fn exchange(
+        &self,
+        request: Request<pb::ExchangeRequest>,
+    ) -> Result<Response<pb::AccessToken>, Status> {
+        let r = request.into_inner();
+        let token = self.app.exchange(text(&r.api_key, "api_key")?).await?;
+        Ok(Response::new(token.into()))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::Jwks>, Status> {
+        Ok(Response::new(pb::Jwks {
+            json: self.app.tokens().jwks_json(),
+        }))
+    }
+}
