@@ -27,6 +27,7 @@
 //! Agent (mTLS) authentication lives with the PKI; it checks serials against
 //! [`revocation::Revocations::is_cert_revoked`].
 
+pub mod agent;
 pub mod bearer;
 mod caller;
 #[cfg(feature = "tonic")]
@@ -35,6 +36,7 @@ mod jws;
 pub mod oidc;
 mod permission;
 mod principal;
+pub mod published;
 pub mod revocation;
 mod role;
 mod rpc;
@@ -43,6 +45,6 @@ pub mod token;
 pub use bearer::Authenticator;
 pub use caller::Caller;
 pub use permission::{ParsePermissionError, Permission, allows, can_change_member, roles_allowed};
-pub use principal::{Denied, Principal, authorize};
+pub use principal::{AGENT_PERMISSIONS, Denied, Principal, authorize};
 pub use role::{ParseRoleError, Role};
 pub use rpc::{is_public_rpc, rpc_permission};

@@ -54,8 +54,11 @@ permissions! {
     AgentRead => "agent.read",
     /// Revoke agents.
     AgentManage => "agent.manage",
-    /// Fetch the certificate revocation list. The only permission an agent holds.
+    /// Fetch the certificate revocation list. Held by every role and by agents.
     CrlRead => "crl.read",
+    /// Renew one's own agent certificate. Held by agents only (see
+    /// [`crate::AGENT_PERMISSIONS`]), never by a role.
+    AgentRenew => "agent.renew",
     /// See credential metadata (never the secret material).
     CredentialRead => "credential.read",
     /// Create, rotate and delete credentials.
@@ -116,13 +119,14 @@ const AUDITORS: &[Role] = &[Owner, Admin, Auditor];
 const OPERATORS: &[Role] = &[Owner, Admin, Operator];
 const ADMINS: &[Role] = &[Owner, Admin];
 const OWNERS: &[Role] = &[Owner];
+const NOBODY: &[Role] = &[];
 
 /// The permission table: the roles that hold `permission`.
 ///
 /// This `match` is the single source of truth and is exhaustive, so a new [`Permission`]
 /// does not compile until someone decides who holds it. The rules:
 ///
-/// - **owner**: everything.
+/// - **owner**: everything except [`Permission::AgentRenew`], which only agents hold.
 /// - **admin**: everything except [`Permission::RecoveryKeyExport`]. Granting or revoking
 ///   the owner role and removing owners is further limited by [`can_change_member`].
 /// - **operator**: every `*.read` except [`Permission::AuditRead`], plus
@@ -159,6 +163,7 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::DestinationManage
         | Permission::ScheduleManage => ADMINS,
         Permission::RecoveryKeyExport => OWNERS,
+        Permission::AgentRenew => NOBODY,
     }
 }
 
@@ -218,6 +223,7 @@ enrollment_token.manage  x x x . .
 agent.read               x x x x x
 agent.manage             x x x . .
 crl.read                 x x x x x
+agent.renew              . . . . .
 credential.read          x x x x .
 credential.manage        x x . . .
 recovery_key.export      x . . . .
@@ -239,16 +245,17 @@ diagnostics.probe        x x x . .
     }
 
     #[test]
-    fn owner_holds_every_permission() {
+    fn owner_holds_every_permission_but_the_agents_own() {
         for &p in Permission::ALL {
-            assert!(allows(Owner, p), "owner lacks {p}");
+            assert_eq!(allows(Owner, p), p != Permission::AgentRenew, "{p}");
         }
     }
 
     #[test]
     fn admin_holds_everything_but_recovery_key_export() {
         for &p in Permission::ALL {
-            assert_eq!(allows(Admin, p), p != Permission::RecoveryKeyExport, "{p}");
+            let expected = !matches!(p, Permission::RecoveryKeyExport | Permission::AgentRenew);
+            assert_eq!(allows(Admin, p), expected, "{p}");
         }
     }
 

@@ -1,4 +1,4 @@
-use coffer_types::{Actor, ActorKind, ApiKeyId, OrgId, UserId};
+use coffer_types::{Actor, ActorKind, AgentId, ApiKeyId, OrgId, UserId};
 
 use crate::{Permission, Role, allows};
 
@@ -27,7 +27,7 @@ pub enum Principal {
     /// [`Permission::CrlRead`].
     Agent {
         /// The agent's id, from its certificate's SPIFFE URI.
-        agent_id: String,
+        agent_id: AgentId,
         /// The org the agent is enrolled in.
         org: OrgId,
     },
@@ -62,7 +62,7 @@ impl Principal {
         let (kind, id) = match self {
             Principal::User { user_id, .. } => (ActorKind::User, user_id.to_string()),
             Principal::ApiKey { key_id, .. } => (ActorKind::ApiKey, key_id.to_string()),
-            Principal::Agent { agent_id, .. } => (ActorKind::Agent, agent_id.clone()),
+            Principal::Agent { agent_id, .. } => (ActorKind::Agent, agent_id.to_string()),
             Principal::Service { name } => (ActorKind::Service, name.clone()),
         };
         Actor { kind, id }
@@ -85,11 +85,14 @@ pub enum Denied {
     },
 }
 
+/// What an enrolled agent may do: fetch its org's CRL and renew its own certificate.
+pub const AGENT_PERMISSIONS: &[Permission] = &[Permission::CrlRead, Permission::AgentRenew];
+
 /// Whether `principal` may use `permission` in `org`.
 ///
 /// Tenancy is checked first: a principal of another org gets [`Denied::NotFound`] whatever
 /// the permission. Users and API keys are then judged by their role through [`allows`];
-/// agents hold only [`Permission::CrlRead`]; services are internal and allowed everything.
+/// agents hold only [`AGENT_PERMISSIONS`]; services are internal and allowed everything.
 pub fn authorize(principal: &Principal, org: OrgId, permission: Permission) -> Result<(), Denied> {
     let held = match principal {
         Principal::Service { .. } => return Ok(()),
@@ -103,7 +106,7 @@ pub fn authorize(principal: &Principal, org: OrgId, permission: Permission) -> R
             if *own != org {
                 return Err(Denied::NotFound);
             }
-            permission == Permission::CrlRead
+            AGENT_PERMISSIONS.contains(&permission)
         }
     };
     if held {
@@ -138,7 +141,7 @@ mod tests {
 
     fn agent(org: OrgId) -> Principal {
         Principal::Agent {
-            agent_id: "a_1".into(),
+            agent_id: AgentId::from(uuid::Uuid::from_u128(3)),
             org,
         }
     }
@@ -188,13 +191,13 @@ mod tests {
     }
 
     #[test]
-    fn agents_may_only_read_the_crl() {
+    fn agents_may_only_read_the_crl_and_renew() {
         // Given an agent of org A, when it asks for user permissions in org A,
-        // then only CrlRead is allowed.
+        // then only CrlRead and AgentRenew are allowed.
         let a = OrgId::new();
         for &p in Permission::ALL {
             let result = authorize(&agent(a), a, p);
-            if p == Permission::CrlRead {
+            if matches!(p, Permission::CrlRead | Permission::AgentRenew) {
                 assert_eq!(result, Ok(()));
             } else {
                 assert_eq!(result, Err(Denied::Forbidden { permission: p }), "{p}");
@@ -224,7 +227,10 @@ mod tests {
             api_key(a, Role::Admin).actor().to_string(),
             "api_key:00000000-0000-0000-0000-000000000002"
         );
-        assert_eq!(agent(a).actor().to_string(), "agent:a_1");
+        assert_eq!(
+            agent(a).actor().to_string(),
+            "agent:00000000-0000-0000-0000-000000000003"
+        );
         assert_eq!(
             Principal::Service {
                 name: "enrollment".into()

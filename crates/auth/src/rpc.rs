@@ -55,14 +55,48 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         "/coffer.enrollment.v1.ApiKeyService/RevokeApiKey",
         Permission::ApiKeyManage,
     ),
+    (
+        "/coffer.enrollment.v1.EnrollmentTokenService/CreateEnrollmentToken",
+        Permission::EnrollmentTokenManage,
+    ),
+    (
+        "/coffer.enrollment.v1.EnrollmentTokenService/ListEnrollmentTokens",
+        Permission::EnrollmentTokenRead,
+    ),
+    (
+        "/coffer.enrollment.v1.EnrollmentTokenService/RevokeEnrollmentToken",
+        Permission::EnrollmentTokenManage,
+    ),
+    (
+        "/coffer.enrollment.v1.AgentService/GetAgent",
+        Permission::AgentRead,
+    ),
+    (
+        "/coffer.enrollment.v1.AgentService/ListAgents",
+        Permission::AgentRead,
+    ),
+    (
+        "/coffer.enrollment.v1.AgentService/RevokeAgent",
+        Permission::AgentManage,
+    ),
+    (
+        "/coffer.enrollment.v1.AgentService/GetCrl",
+        Permission::CrlRead,
+    ),
+    (
+        "/coffer.enrollment.v1.AgentService/Renew",
+        Permission::AgentRenew,
+    ),
 ];
 
 /// Coffer methods that take no bearer credentials because the request itself carries them
-/// (an API key to exchange) or because they publish public material (the JWKS). Each one
+/// (an API key to exchange, an enrollment token) or because they publish public material
+/// (the JWKS). Each one
 /// checks what it is given itself.
 const PUBLIC_METHODS: &[&str] = &[
     "/coffer.enrollment.v1.TokenService/Exchange",
     "/coffer.enrollment.v1.TokenService/GetJwks",
+    "/coffer.enrollment.v1.AgentService/Enroll",
 ];
 
 /// Service prefixes anyone may call without credentials: health checks and server reflection.

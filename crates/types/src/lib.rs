@@ -106,6 +106,10 @@ define_id!(
     /// An integrator's API key.
     ApiKeyId
 );
+define_id!(
+    /// An enrolled agent: the last segment of its SPIFFE id.
+    AgentId
+);
 
 impl OrgId {
     /// The platform pseudo-org: events that belong to no customer (platform bootstrap, CA root).

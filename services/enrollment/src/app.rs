@@ -15,9 +15,11 @@ use coffer_types::{Actor, AggregateId, ApiKeyId, OrgId, UserId};
 use crate::domain::FieldError;
 use crate::domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyError};
 use crate::domain::org::{Org, OrgCommand, OrgError};
+use crate::pki::{Pki, PkiSettings};
 use crate::secret::ApiKeySecret;
 use crate::store::{self, ApiKeyView, MemberView, OrgView};
 use crate::tokens::{IssuedToken, Tokens};
+use coffer_auth::published::Publisher;
 use coffer_kms::Kms;
 
 /// Why an enrollment request was refused or failed.
@@ -43,6 +45,13 @@ pub enum Error {
     /// caller cannot probe which keys exist.
     #[error("invalid credentials")]
     Unauthenticated,
+    /// An enrollment token was refused (Unauthenticated): unknown, used, expired or revoked.
+    #[error("{0}")]
+    TokenRefused(String),
+    /// Input that is not a field of the request message but its content, e.g. a CSR
+    /// (InvalidArgument); the message names what is wrong.
+    #[error("{0}")]
+    BadInput(String),
     /// A dependency (KMS) is unavailable (Unavailable).
     #[error("{0}")]
     Unavailable(String),
@@ -135,8 +144,10 @@ pub struct NewApiKey {
 /// The enrollment service's application layer.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
-    store: EventStore,
-    tokens: Arc<Tokens>,
+    pub(crate) store: EventStore,
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) pki: Arc<Pki>,
+    pub(crate) publisher: Publisher,
 }
 
 /// The projections this service maintains (also used by `coffer admin rebuild-projections`).
@@ -145,16 +156,56 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(store::Orgs),
         Arc::new(store::ApiKeys),
         Arc::new(store::SigningKeys),
+        Arc::new(store::CertificateAuthorities),
+        Arc::new(store::EnrollmentTokens),
+        Arc::new(store::Agents),
     ]
 }
 
 impl Enrollment {
-    /// The application over the service's database, issuing tokens with `tokens`.
-    pub fn new(db: Database, tokens: Arc<Tokens>) -> Self {
+    /// The application over the service's database, issuing access tokens with `tokens` and
+    /// certificates with `pki`.
+    /// `publisher` makes the key set and CA certificates known to every service.
+    pub fn new(db: Database, tokens: Arc<Tokens>, pki: Arc<Pki>, publisher: Publisher) -> Self {
         Self {
             store: EventStore::new(db, projections()),
             tokens,
+            pki,
+            publisher,
         }
+    }
+
+    /// Publishes the access-token key set and every CA certificate (at boot; new orgs'
+    /// intermediates are published as they are created).
+    pub async fn publish(&self) -> Result<(), Error> {
+        let unavailable = |e: coffer_auth::published::Error| Error::Unavailable(e.to_string());
+        self.publisher
+            .jwks(self.tokens.jwks())
+            .await
+            .map_err(unavailable)?;
+        let mut conn = self
+            .store
+            .db()
+            .pool()
+            .acquire()
+            .await
+            .map_err(coffer_db::Error::from)?;
+        for (org, der) in store::all_ca_certificates(&mut conn).await? {
+            if org == OrgId::PLATFORM {
+                self.publisher.root(&der).await.map_err(unavailable)?;
+            } else {
+                self.publisher
+                    .org_ca(org, &der)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The CA hierarchy.
+    pub fn pki(&self) -> &Arc<Pki> {
+        &self.pki
     }
 
     /// The event store (for tests and admin tools).
@@ -167,7 +218,7 @@ impl Enrollment {
         &self.tokens
     }
 
-    async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
+    pub(crate) async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
         Ok(self.store.db().begin_tenant(org).await?)
     }
 
@@ -178,7 +229,24 @@ impl Enrollment {
         owner_email: &str,
         actor: &Actor,
     ) -> Result<CreatedOrg, Error> {
-        create_org(&self.store, OrgId::new(), name, owner_email, actor).await
+        let created = create_org(
+            &self.store,
+            Some(&self.pki),
+            OrgId::new(),
+            name,
+            owner_email,
+            actor,
+        )
+        .await?;
+        // Agents of the new org must be verifiable everywhere. If this fails the org still
+        // exists and the next boot of enrollment publishes it; say so.
+        let org = created.org.org_id;
+        let mut tx = self.begin(org).await?;
+        let ca = self.pki.ca(&mut tx).await?;
+        if let Err(e) = self.publisher.org_ca(org, ca.certificate_der()).await {
+            tracing::warn!(error = %e, %org, "publish the org CA; it is republished at the next boot");
+        }
+        Ok(created)
     }
 
     /// Reads an org.
@@ -194,7 +262,7 @@ impl Enrollment {
         Ok(store::list_members(&mut tx).await?)
     }
 
-    async fn require_org(&self, tx: &mut TenantTx) -> Result<OrgView, Error> {
+    pub(crate) async fn require_org(&self, tx: &mut TenantTx) -> Result<OrgView, Error> {
         store::get_org(tx).await?.ok_or(Error::NotFound("org"))
     }
 
@@ -428,6 +496,7 @@ async fn create_api_key_in(
 /// Creates org `org` with its first owner and an owner API key, in one transaction.
 async fn create_org(
     store: &EventStore,
+    pki: Option<&Pki>,
     org: OrgId,
     name: &str,
     owner_email: &str,
@@ -454,6 +523,10 @@ async fn create_org(
         expires_at: None,
     };
     let key = create_api_key_in(store, &mut tx, new_key, actor).await?;
+    // The org's intermediate CA is born with the org, in the same transaction.
+    if let Some(pki) = pki {
+        pki.create_org_ca(store, &mut tx, actor).await?;
+    }
     let view = store::get_org(&mut tx)
         .await?
         .ok_or(Error::NotFound("org"))?;
@@ -468,12 +541,13 @@ async fn create_org(
     })
 }
 
-/// `coffer admin init`: the access-token signing key (if none exists yet) and the platform
-/// org, whose owners and admins create the other orgs, with its first owner and their API
-/// key. Refuses to run twice.
+/// `coffer admin init`: the access-token signing key and the platform root CA (each unless
+/// it exists already) and the platform org, whose owners and admins create the other orgs,
+/// with its first owner and their API key. Refuses to run twice.
 pub async fn init_platform(
     db: Database,
-    kms: &dyn Kms,
+    kms: Arc<dyn Kms>,
+    pki: PkiSettings,
     owner_email: &str,
 ) -> Result<CreatedOrg, Error> {
     let store = EventStore::new(db, projections());
@@ -488,9 +562,18 @@ pub async fn init_platform(
         ));
     }
     if !has_key {
-        Tokens::create_signing_key(&store, kms, &actor).await?;
+        Tokens::create_signing_key(&store, kms.as_ref(), &actor).await?;
     }
-    create_org(&store, OrgId::PLATFORM, "Platform", owner_email, &actor).await
+    Pki::new(pki, kms).create_root(&store, &actor).await?;
+    create_org(
+        &store,
+        None,
+        OrgId::PLATFORM,
+        "Platform",
+        owner_email,
+        &actor,
+    )
+    .await
 }
 
 /// The Org aggregate's id is the org's id.

@@ -9,7 +9,10 @@ use coffer_proto::time::{from_timestamp, to_timestamp};
 use coffer_types::UserId;
 use prost::Message;
 
+use crate::domain::agent::{AgentEvent, IssuedCertificate};
 use crate::domain::api_key::ApiKeyEvent;
+use crate::domain::ca::{CaEvent, CaKind};
+use crate::domain::enrollment_token::EnrollmentTokenEvent;
 use crate::domain::org::OrgEvent;
 use crate::domain::signing_key::SigningKeyEvent;
 
@@ -246,6 +249,210 @@ impl DomainEvent for SigningKeyEvent {
     }
 }
 
+fn time(
+    event_type: &str,
+    field: &str,
+    ts: Option<prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, DecodeError> {
+    let ts = ts.ok_or_else(|| bad(event_type, format!("{field} is missing")))?;
+    from_timestamp(&ts).map_err(|e| bad(event_type, format!("{field} {e}")))
+}
+
+fn sha256(event_type: &str, field: &str, bytes: Vec<u8>) -> Result<[u8; 32], DecodeError> {
+    bytes
+        .try_into()
+        .map_err(|_| bad(event_type, format!("{field} must be 32 bytes")))
+}
+
+fn uuid(event_type: &str, field: &str, s: &str) -> Result<uuid::Uuid, DecodeError> {
+    s.parse()
+        .map_err(|_| bad(event_type, format!("{field} must be a UUID")))
+}
+
+impl DomainEvent for CaEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            CaEvent::CaCreated { .. } => "CaCreated",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            CaEvent::CaCreated {
+                kind,
+                certificate_der,
+                wrapped_private_key,
+                kms_key_id,
+            } => pb::CaCreated {
+                role: kind.as_str().to_owned(),
+                certificate_der: certificate_der.clone(),
+                wrapped_private_key: wrapped_private_key.clone(),
+                kms_key_id: kms_key_id.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        v1(t, schema_version)?;
+        Ok(match t {
+            "CaCreated" => {
+                let m = pb::CaCreated::decode(payload).map_err(|e| bad(t, e))?;
+                let kind = match m.role.as_str() {
+                    "root" => CaKind::Root,
+                    "org" => CaKind::Org,
+                    other => return Err(bad(t, format!("role {other:?} is not root or org"))),
+                };
+                CaEvent::CaCreated {
+                    kind,
+                    certificate_der: m.certificate_der,
+                    wrapped_private_key: m.wrapped_private_key,
+                    kms_key_id: m.kms_key_id,
+                }
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+impl DomainEvent for EnrollmentTokenEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            EnrollmentTokenEvent::EnrollmentTokenCreated { .. } => "EnrollmentTokenCreated",
+            EnrollmentTokenEvent::EnrollmentTokenConsumed { .. } => "EnrollmentTokenConsumed",
+            EnrollmentTokenEvent::EnrollmentTokenRevoked { .. } => "EnrollmentTokenRevoked",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            EnrollmentTokenEvent::EnrollmentTokenCreated {
+                name,
+                display_prefix,
+                secret_sha256,
+                expires_at,
+            } => pb::EnrollmentTokenCreated {
+                name: name.clone(),
+                display_prefix: display_prefix.clone(),
+                secret_sha256: secret_sha256.to_vec(),
+                expires_at: Some(to_timestamp(*expires_at)),
+            }
+            .encode_to_vec(),
+            EnrollmentTokenEvent::EnrollmentTokenConsumed { agent } => {
+                pb::EnrollmentTokenConsumed {
+                    agent_id: agent.to_string(),
+                }
+                .encode_to_vec()
+            }
+            EnrollmentTokenEvent::EnrollmentTokenRevoked { reason } => pb::EnrollmentTokenRevoked {
+                reason: reason.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        v1(t, schema_version)?;
+        Ok(match t {
+            "EnrollmentTokenCreated" => {
+                let m = pb::EnrollmentTokenCreated::decode(payload).map_err(|e| bad(t, e))?;
+                EnrollmentTokenEvent::EnrollmentTokenCreated {
+                    name: m.name,
+                    display_prefix: m.display_prefix,
+                    secret_sha256: sha256(t, "secret_sha256", m.secret_sha256)?,
+                    expires_at: time(t, "expires_at", m.expires_at)?,
+                }
+            }
+            "EnrollmentTokenConsumed" => {
+                let m = pb::EnrollmentTokenConsumed::decode(payload).map_err(|e| bad(t, e))?;
+                EnrollmentTokenEvent::EnrollmentTokenConsumed {
+                    agent: uuid(t, "agent_id", &m.agent_id)?,
+                }
+            }
+            "EnrollmentTokenRevoked" => {
+                let m = pb::EnrollmentTokenRevoked::decode(payload).map_err(|e| bad(t, e))?;
+                EnrollmentTokenEvent::EnrollmentTokenRevoked { reason: m.reason }
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+impl DomainEvent for AgentEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            AgentEvent::AgentEnrolled { .. } => "AgentEnrolled",
+            AgentEvent::CertificateRenewed { .. } => "CertificateRenewed",
+            AgentEvent::AgentRevoked { .. } => "AgentRevoked",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            AgentEvent::AgentEnrolled {
+                enrollment_token,
+                certificate: c,
+            } => pb::AgentEnrolled {
+                enrollment_token_id: enrollment_token.to_string(),
+                serial: c.serial.clone(),
+                not_before: Some(to_timestamp(c.not_before)),
+                not_after: Some(to_timestamp(c.not_after)),
+                key_algorithm: c.key_algorithm.clone(),
+                public_key_sha256: c.public_key_sha256.to_vec(),
+            }
+            .encode_to_vec(),
+            AgentEvent::CertificateRenewed { certificate: c } => pb::CertificateRenewed {
+                serial: c.serial.clone(),
+                not_before: Some(to_timestamp(c.not_before)),
+                not_after: Some(to_timestamp(c.not_after)),
+                key_algorithm: c.key_algorithm.clone(),
+                public_key_sha256: c.public_key_sha256.to_vec(),
+            }
+            .encode_to_vec(),
+            AgentEvent::AgentRevoked { reason } => pb::AgentRevoked {
+                reason: reason.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        v1(t, schema_version)?;
+        Ok(match t {
+            "AgentEnrolled" => {
+                let m = pb::AgentEnrolled::decode(payload).map_err(|e| bad(t, e))?;
+                AgentEvent::AgentEnrolled {
+                    enrollment_token: uuid(t, "enrollment_token_id", &m.enrollment_token_id)?,
+                    certificate: IssuedCertificate {
+                        serial: m.serial,
+                        not_before: time(t, "not_before", m.not_before)?,
+                        not_after: time(t, "not_after", m.not_after)?,
+                        key_algorithm: m.key_algorithm,
+                        public_key_sha256: sha256(t, "public_key_sha256", m.public_key_sha256)?,
+                    },
+                }
+            }
+            "CertificateRenewed" => {
+                let m = pb::CertificateRenewed::decode(payload).map_err(|e| bad(t, e))?;
+                AgentEvent::CertificateRenewed {
+                    certificate: IssuedCertificate {
+                        serial: m.serial,
+                        not_before: time(t, "not_before", m.not_before)?,
+                        not_after: time(t, "not_after", m.not_after)?,
+                        key_algorithm: m.key_algorithm,
+                        public_key_sha256: sha256(t, "public_key_sha256", m.public_key_sha256)?,
+                    },
+                }
+            }
+            "AgentRevoked" => {
+                let m = pb::AgentRevoked::decode(payload).map_err(|e| bad(t, e))?;
+                AgentEvent::AgentRevoked { reason: m.reason }
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::SubsecRound;
@@ -350,5 +557,55 @@ mod tests {
         }
         .encode_to_vec();
         assert!(SigningKeyEvent::decode("SigningKeyCreated", 1, &short).is_err());
+    }
+
+    #[test]
+    fn agent_token_and_ca_events_round_trip() {
+        let now = Utc::now().trunc_subsecs(6);
+        let cert = IssuedCertificate {
+            serial: "1f".into(),
+            not_before: now,
+            not_after: now + chrono::Duration::hours(24),
+            key_algorithm: "ecdsa_p256".into(),
+            public_key_sha256: [5; 32],
+        };
+        let agent = uuid::Uuid::now_v7();
+        for e in [
+            AgentEvent::AgentEnrolled {
+                enrollment_token: uuid::Uuid::now_v7(),
+                certificate: cert.clone(),
+            },
+            AgentEvent::CertificateRenewed { certificate: cert },
+            AgentEvent::AgentRevoked {
+                reason: "gone".into(),
+            },
+        ] {
+            assert_eq!(
+                AgentEvent::decode(e.event_type(), 1, &e.encode()).unwrap(),
+                e
+            );
+        }
+        for e in [
+            EnrollmentTokenEvent::EnrollmentTokenCreated {
+                name: "h".into(),
+                display_prefix: "coffer_enrol".into(),
+                secret_sha256: [1; 32],
+                expires_at: now,
+            },
+            EnrollmentTokenEvent::EnrollmentTokenConsumed { agent },
+            EnrollmentTokenEvent::EnrollmentTokenRevoked { reason: "r".into() },
+        ] {
+            assert_eq!(
+                EnrollmentTokenEvent::decode(e.event_type(), 1, &e.encode()).unwrap(),
+                e
+            );
+        }
+        let ca = CaEvent::CaCreated {
+            kind: CaKind::Org,
+            certificate_der: vec![1, 2],
+            wrapped_private_key: vec![3],
+            kms_key_id: "k".into(),
+        };
+        assert_eq!(CaEvent::decode("CaCreated", 1, &ca.encode()).unwrap(), ca);
     }
 }

@@ -22,6 +22,7 @@ pub const REVOCATIONS: &str = "enrollment-revocations";
 
 const EVENTS: &[&str] = &[
     "ApiKeyRevoked",
+    "AgentRevoked",
     "MemberSuspended",
     "MemberReactivated",
     "MemberRemoved",
@@ -66,6 +67,27 @@ impl Handler for PublishRevocations {
                 .revoke_api_key(key)
                 .await
                 .map_err(transient);
+        }
+        if event.event_type == "AgentRevoked" {
+            // Every certificate the agent was ever issued; expired ones cost nothing to list.
+            let serials: Vec<String> =
+                sqlx::query_scalar("SELECT serial FROM agent_certificates WHERE agent_id = $1")
+                    .bind(event.aggregate_id.as_uuid())
+                    .fetch_all(tx.conn())
+                    .await
+                    .map_err(transient)?;
+            for serial in serials {
+                let Some(serial) = crate::agents::cert_serial(&serial) else {
+                    return Err(HandlerError::Permanent(format!(
+                        "stored serial {serial} is not hex"
+                    )));
+                };
+                self.revocations
+                    .revoke_cert(org, &serial)
+                    .await
+                    .map_err(transient)?;
+            }
+            return Ok(());
         }
         let user: UserId = match event
             .decode::<OrgEvent>()

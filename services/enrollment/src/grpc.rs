@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
 use crate::app::{CreatedApiKey, Enrollment, Error, NewApiKey};
-use crate::store::{ApiKeyView, MemberView, OrgView};
+use crate::store::{AgentView, ApiKeyView, EnrollmentTokenView, MemberView, OrgView};
 use crate::tokens::IssuedToken;
 
 /// Longest free-text field accepted before any other check, so oversized input is refused
@@ -30,6 +30,8 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Forbidden(m) => Status::permission_denied(m),
             Error::Unauthenticated => Status::unauthenticated(e.to_string()),
+            Error::TokenRefused(m) => Status::unauthenticated(m),
+            Error::BadInput(m) => Status::invalid_argument(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Store(coffer_eventstore::Error::Conflict { .. }) => {
                 Status::aborted("the resource changed concurrently; retry")
@@ -313,6 +315,202 @@ impl pb::token_service_server::TokenService for EnrollmentGrpc {
     ) -> Result<Response<pb::Jwks>, Status> {
         Ok(Response::new(pb::Jwks {
             json: self.app.tokens().jwks_json(),
+        }))
+    }
+}
+
+impl From<EnrollmentTokenView> for pb::EnrollmentToken {
+    fn from(t: EnrollmentTokenView) -> Self {
+        Self {
+            org_id: t.org_id.to_string(),
+            token_id: t.token_id.to_string(),
+            name: t.name,
+            display_prefix: t.display_prefix,
+            created_at: Some(to_timestamp(t.created_at)),
+            expires_at: Some(to_timestamp(t.expires_at)),
+            used_by_agent_id: t
+                .used_by_agent_id
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            revoked: t.revoked_at.is_some(),
+        }
+    }
+}
+
+fn enrolled(e: crate::agents::Enrolled) -> pb::EnrollResponse {
+    pb::EnrollResponse {
+        org_id: e.org_id.to_string(),
+        agent_id: e.agent_id.to_string(),
+        spiffe_id: e.spiffe_id,
+        certificate_pem: e.certificate_pem,
+        intermediate_pem: e.intermediate_pem,
+        root_pem: e.root_pem,
+        not_after: Some(to_timestamp(e.not_after)),
+        serial: e.serial,
+    }
+}
+
+fn agent_view(a: AgentView, trust_domain: &coffer_pki::TrustDomain) -> pb::Agent {
+    pb::Agent {
+        org_id: a.org_id.to_string(),
+        agent_id: a.agent_id.to_string(),
+        spiffe_id: coffer_pki::SpiffeId::new(trust_domain.clone(), a.org_id, a.agent_id).to_uri(),
+        serial: a.current_serial,
+        not_after: Some(to_timestamp(a.not_after)),
+        enrolled_at: Some(to_timestamp(a.enrolled_at)),
+        revoked: a.revoked_at.is_some(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::enrollment_token_service_server::EnrollmentTokenService for EnrollmentGrpc {
+    async fn create_enrollment_token(
+        &self,
+        request: Request<pb::CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::CreateEnrollmentTokenResponse>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let name = text(&r.name, "name")?;
+        let ttl = (r.ttl_seconds != 0).then(|| chrono::Duration::seconds(i64::from(r.ttl_seconds)));
+        let caller = authorize(&request, org)?;
+        let created = self
+            .app
+            .create_enrollment_token(caller, org, name, ttl)
+            .await?;
+        Ok(Response::new(pb::CreateEnrollmentTokenResponse {
+            secret: created.secret.expose().to_owned(),
+            token: Some(created.token.into()),
+        }))
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        request: Request<pb::ListEnrollmentTokensRequest>,
+    ) -> Result<Response<pb::ListEnrollmentTokensResponse>, Status> {
+        let org = id(&request.get_ref().org_id, "org_id")?;
+        authorize(&request, org)?;
+        let tokens = self.app.list_enrollment_tokens(org).await?;
+        Ok(Response::new(pb::ListEnrollmentTokensResponse {
+            tokens: tokens.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        request: Request<pb::RevokeEnrollmentTokenRequest>,
+    ) -> Result<Response<pb::EnrollmentToken>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let token: uuid::Uuid = id(&r.token_id, "token_id")?;
+        let reason = text(&r.reason, "reason")?;
+        let caller = authorize(&request, org)?;
+        let view = self
+            .app
+            .revoke_enrollment_token(caller, org, token, reason)
+            .await?;
+        Ok(Response::new(view.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for EnrollmentGrpc {
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let r = request.into_inner();
+        let token = text(&r.enrollment_token, "enrollment_token")?;
+        if r.csr.len() > coffer_pki::csr::MAX_CSR_LEN {
+            return Err(Status::invalid_argument(format!(
+                "csr must be at most {} bytes",
+                coffer_pki::csr::MAX_CSR_LEN
+            )));
+        }
+        let e = self.app.enroll(token, &r.csr).await?;
+        Ok(Response::new(enrolled(e)))
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        // The agent's own org; the permission table allows this to agents only.
+        let presented = request
+            .extensions()
+            .get::<coffer_pki::AgentIdentity>()
+            .cloned()
+            .ok_or_else(|| {
+                Status::unauthenticated("renewal needs the agent's client certificate (mTLS)")
+            })?;
+        authorize(&request, presented.org_id)?;
+        let csr = &request.get_ref().csr;
+        if csr.len() > coffer_pki::csr::MAX_CSR_LEN {
+            return Err(Status::invalid_argument(format!(
+                "csr must be at most {} bytes",
+                coffer_pki::csr::MAX_CSR_LEN
+            )));
+        }
+        let e = self.app.renew(&presented, csr, chrono::Utc::now()).await?;
+        Ok(Response::new(enrolled(e)))
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let agent: uuid::Uuid = id(&r.agent_id, "agent_id")?;
+        authorize(&request, org)?;
+        let view = self.app.get_agent(org, agent).await?;
+        Ok(Response::new(agent_view(
+            view,
+            &self.app.pki().settings().trust_domain,
+        )))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let org = id(&request.get_ref().org_id, "org_id")?;
+        authorize(&request, org)?;
+        let td = &self.app.pki().settings().trust_domain;
+        let agents = self.app.list_agents(org).await?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents.into_iter().map(|a| agent_view(a, td)).collect(),
+        }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        let r = request.get_ref();
+        let org = id(&r.org_id, "org_id")?;
+        let agent: uuid::Uuid = id(&r.agent_id, "agent_id")?;
+        let reason = text(&r.reason, "reason")?;
+        let caller = authorize(&request, org)?;
+        let view = self.app.revoke_agent(caller, org, agent, reason).await?;
+        Ok(Response::new(agent_view(
+            view,
+            &self.app.pki().settings().trust_domain,
+        )))
+    }
+
+    async fn get_crl(
+        &self,
+        request: Request<pb::GetCrlRequest>,
+    ) -> Result<Response<pb::Crl>, Status> {
+        let org = id(&request.get_ref().org_id, "org_id")?;
+        authorize(&request, org)?;
+        let crl = self.app.get_crl(org).await?;
+        Ok(Response::new(pb::Crl {
+            der: crl.der().to_vec(),
+            pem: crl.pem(),
+            number: crl.number(),
+            this_update: Some(to_timestamp(crl.this_update())),
+            next_update: Some(to_timestamp(crl.next_update())),
         }))
     }
 }

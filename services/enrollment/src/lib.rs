@@ -8,11 +8,13 @@
 //! - [`tokens`]: access-token signing keys, issuance, and revocation propagation.
 //! - `codec`: protobuf encoding of the domain events (`coffer.events.v1`).
 
+pub mod agents;
 pub mod app;
 mod codec;
 pub mod consumers;
 pub mod domain;
 pub mod grpc;
+pub mod pki;
 pub mod secret;
 pub mod store;
 pub mod tokens;

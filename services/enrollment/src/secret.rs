@@ -1,40 +1,84 @@
-//! API key secrets: `coffer_` followed by 40 base62 characters (about 238 bits) from the OS
-//! CSPRNG. Shown once at creation; stored only as SHA-256 plus a 12-character display
-//! prefix.
+//! Bearer secrets the enrollment service hands out: API keys (`coffer_` + 40 base62
+//! characters, about 238 bits from the OS CSPRNG) and agent enrollment tokens
+//! (`coffer_enroll_` + 40). Shown once at creation; stored only as SHA-256 plus a short
+//! display prefix.
 //!
 //! Lookup is by the secret's hash (an indexed equality on `secret_sha256`), so no code path
 //! ever compares a presented secret with a stored one byte by byte: a constant-time
 //! comparison would protect nothing here, and there is none.
+
+use std::marker::PhantomData;
 
 use rand::Rng;
 use rand::distributions::Alphanumeric;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-/// Every key starts with this, so leaked keys are easy to recognise and scan for.
+/// Every API key starts with this, so leaked keys are easy to recognise and scan for.
 pub const PREFIX: &str = "coffer_";
+/// Every enrollment token starts with this.
+pub const ENROLLMENT_PREFIX: &str = "coffer_enroll_";
 /// Random characters after the prefix.
 pub const RANDOM_CHARS: usize = 40;
-/// Fewest random characters a presented key may have.
+/// Fewest random characters a presented secret may have.
 pub const MIN_RANDOM_CHARS: usize = 32;
-/// Length of the display prefix kept in lists.
+/// Length of an API key's display prefix kept in lists.
 pub const DISPLAY_PREFIX_LEN: usize = 12;
 
-/// A presented API key is not of the right shape.
+/// What kind of secret: its prefix and how much of it lists show.
+pub trait Kind {
+    /// The fixed prefix.
+    const PREFIX: &'static str;
+    /// Characters kept as the display prefix.
+    const DISPLAY_LEN: usize;
+    /// For messages.
+    const NAME: &'static str;
+}
+
+/// API keys.
+#[derive(Debug)]
+pub enum ApiKeyKind {}
+
+impl Kind for ApiKeyKind {
+    const PREFIX: &'static str = PREFIX;
+    const DISPLAY_LEN: usize = DISPLAY_PREFIX_LEN;
+    const NAME: &'static str = "api key";
+}
+
+/// Agent enrollment tokens.
+#[derive(Debug)]
+pub enum EnrollmentKind {}
+
+impl Kind for EnrollmentKind {
+    const PREFIX: &'static str = ENROLLMENT_PREFIX;
+    // The prefix plus six random characters, enough to tell tokens apart in a list.
+    const DISPLAY_LEN: usize = ENROLLMENT_PREFIX.len() + 6;
+    const NAME: &'static str = "enrollment token";
+}
+
+/// A presented secret is not of the right shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("api key must be `coffer_` followed by at least 32 letters and digits")]
-pub struct MalformedKey;
+#[error("{name} must be `{prefix}` followed by at least 32 letters and digits")]
+pub struct MalformedKey {
+    name: &'static str,
+    prefix: &'static str,
+}
 
-/// An API key secret. Never printed: `Debug` shows only the display prefix.
-pub struct ApiKeySecret(SecretString);
+/// A secret of kind `K`. Never printed: `Debug` shows only the display prefix.
+pub struct Secret<K: Kind>(SecretString, PhantomData<K>);
 
-impl std::fmt::Debug for ApiKeySecret {
+/// An API key secret.
+pub type ApiKeySecret = Secret<ApiKeyKind>;
+/// An enrollment token secret.
+pub type EnrollmentTokenSecret = Secret<EnrollmentKind>;
+
+impl<K: Kind> std::fmt::Debug for Secret<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeySecret({}…)", self.display_prefix())
+        write!(f, "Secret({}…)", self.display_prefix())
     }
 }
 
-impl ApiKeySecret {
+impl<K: Kind> Secret<K> {
     /// A fresh secret.
     pub fn generate() -> Self {
         let random: String = rand::rngs::OsRng
@@ -42,16 +86,23 @@ impl ApiKeySecret {
             .take(RANDOM_CHARS)
             .map(char::from)
             .collect();
-        Self(SecretString::from(format!("{PREFIX}{random}")))
+        Self(
+            SecretString::from(format!("{}{random}", K::PREFIX)),
+            PhantomData,
+        )
     }
 
-    /// Checks the shape of a presented key.
+    /// Checks the shape of a presented secret.
     pub fn parse(presented: &str) -> Result<Self, MalformedKey> {
-        let random = presented.strip_prefix(PREFIX).ok_or(MalformedKey)?;
+        let malformed = MalformedKey {
+            name: K::NAME,
+            prefix: K::PREFIX,
+        };
+        let random = presented.strip_prefix(K::PREFIX).ok_or(malformed.clone())?;
         if random.len() < MIN_RANDOM_CHARS || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(MalformedKey);
+            return Err(malformed);
         }
-        Ok(Self(SecretString::from(presented.to_owned())))
+        Ok(Self(SecretString::from(presented.to_owned()), PhantomData))
     }
 
     /// The value to show the user, once.
@@ -64,12 +115,12 @@ impl ApiKeySecret {
         Sha256::digest(self.0.expose_secret().as_bytes()).into()
     }
 
-    /// The first 12 characters, for recognising a key in lists.
+    /// The first characters, for recognising a secret in lists.
     pub fn display_prefix(&self) -> String {
         self.0
             .expose_secret()
             .chars()
-            .take(DISPLAY_PREFIX_LEN)
+            .take(K::DISPLAY_LEN)
             .collect()
     }
 }
@@ -88,6 +139,10 @@ mod tests {
             ApiKeySecret::parse(k.expose()).unwrap().sha256(),
             k.sha256()
         );
+        let t = EnrollmentTokenSecret::generate();
+        assert!(t.expose().starts_with("coffer_enroll_"));
+        assert_eq!(t.display_prefix().len(), 20);
+        assert!(EnrollmentTokenSecret::parse(t.expose()).is_ok());
     }
 
     #[test]
@@ -99,16 +154,25 @@ mod tests {
     }
 
     #[test]
-    fn malformed_keys_are_refused() {
+    fn malformed_keys_are_refused_and_kinds_do_not_mix() {
+        let token = EnrollmentTokenSecret::generate();
+        let key = ApiKeySecret::generate();
         for bad in [
             "",
             "coffer_",
             "coffer_short",
             "vault_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
             &format!("coffer_{}!", "a".repeat(40)),
+            token.expose(),
         ] {
-            assert_eq!(ApiKeySecret::parse(bad).unwrap_err(), MalformedKey, "{bad}");
+            let err = ApiKeySecret::parse(bad).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "api key must be `coffer_` followed by at least 32 letters and digits",
+                "{bad}"
+            );
         }
+        assert!(EnrollmentTokenSecret::parse(key.expose()).is_err());
     }
 
     #[test]

@@ -227,6 +227,20 @@ impl Tokens {
         }
     }
 
+    /// Publishes a certificate revocation (see [`Tokens::revoke_api_key`] on failures).
+    pub async fn revoke_cert(&self, org: OrgId, serial_hex: &str) {
+        let Some(serial) = crate::agents::cert_serial(serial_hex) else {
+            tracing::error!(
+                serial = serial_hex,
+                "stored serial is not hex; not published"
+            );
+            return;
+        };
+        if let Err(e) = self.revocations.revoke_cert(org, &serial).await {
+            tracing::warn!(error = %e, %serial, "publish certificate revocation; the consumer will retry");
+        }
+    }
+
     /// Publishes a suspension (see [`Tokens::revoke_api_key`] on failures).
     pub async fn suspend_user(&self, org: OrgId, user: UserId) {
         if let Err(e) = self.revocations.suspend_user(org, user).await {

@@ -1,29 +1,30 @@
 //! The one place requests are authenticated: a tower layer in front of every gRPC service.
 //!
 //! For each request it looks the method up in `coffer_auth`'s RPC table, refuses unknown
-//! methods (fail closed), lets public ones through, verifies the bearer token of the rest
-//! and attaches a [`Caller`] (principal + the RPC's permission) for the handler, which then
-//! only names the org it is about.
+//! methods (fail closed), lets public ones through, and authenticates the rest: a bearer
+//! access token, or else the agent client certificate of the TLS connection (verified again
+//! on every request, so expiry and revocation bite on long-lived connections). It attaches a
+//! [`Caller`] (principal + the RPC's permission) for the handler, which then only names the
+//! org it is about; for agents also the verified certificate identity.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use coffer_auth::agent;
 use coffer_auth::bearer::{self, token_from_authorization};
+use coffer_auth::published::PublishedKeys;
 use coffer_auth::{Caller, Principal, is_public_rpc};
-use tower::{Layer, Service};
+use coffer_pki::AgentIdentity;
 
-/// Turns a bearer token into a principal, or says (without echoing the token) why not.
-pub trait Authenticate: Send + Sync + 'static {
-    /// Verifies `token` now.
-    fn authenticate(&self, token: &str) -> Result<Principal, bearer::Error>;
-}
+use crate::tls::PeerInfo;
+use tower::{Layer, Service};
 
 /// Authenticates every non-public request.
 #[derive(Clone)]
 pub struct AuthLayer {
-    authenticator: Arc<dyn Authenticate>,
+    authenticator: Arc<PublishedKeys>,
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -34,7 +35,7 @@ impl std::fmt::Debug for AuthLayer {
 
 impl AuthLayer {
     /// A layer verifying tokens with `authenticator`.
-    pub fn new(authenticator: Arc<dyn Authenticate>) -> Self {
+    pub fn new(authenticator: Arc<PublishedKeys>) -> Self {
         Self { authenticator }
     }
 }
@@ -54,7 +55,7 @@ impl<S> Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct AuthService<S> {
     inner: S,
-    authenticator: Arc<dyn Authenticate>,
+    authenticator: Arc<PublishedKeys>,
 }
 
 impl<S> std::fmt::Debug for AuthService<S> {
@@ -68,22 +69,50 @@ fn refuse<B: Default>(status: tonic::Status) -> http::Response<B> {
     status.into_http()
 }
 
+/// Who is calling: the caller and, for agents, the certificate they authenticated with.
+type Authenticated = (Caller, Option<AgentIdentity>);
+
 impl<S> AuthService<S> {
-    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Caller>, tonic::Status> {
+    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Authenticated>, tonic::Status> {
         let path = request.uri().path();
         if is_public_rpc(path) {
             return Ok(None);
         }
-        let token = request
+        let bearer = request
             .headers()
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(token_from_authorization)
-            .ok_or_else(|| {
-                tonic::Status::unauthenticated("authorization: Bearer <access token> is required")
-            })?;
-        let principal = self
-            .authenticator
+            .and_then(|v| v.to_str().ok());
+        let (principal, agent) = match bearer {
+            Some(value) => (self.bearer(path, value)?, None),
+            None => {
+                let leaf = request
+                    .extensions()
+                    .get::<PeerInfo>()
+                    .and_then(|peer| peer.client_certificate.clone())
+                    .ok_or_else(|| {
+                        tonic::Status::unauthenticated(
+                            "authorization: Bearer <access token> or an agent client certificate is required",
+                        )
+                    })?;
+                let identity = self.authenticator.authenticate_agent(&leaf).map_err(|e| {
+                    tracing::info!(method = path, error = %e, "request refused: agent certificate");
+                    tonic::Status::unauthenticated(format!("client certificate refused: {e}"))
+                })?;
+                (agent::principal(&identity), Some(identity))
+            }
+        };
+        let caller = Caller::for_rpc(principal, path).ok_or_else(|| {
+            // Not in the permission table: refused whatever the caller holds.
+            tonic::Status::permission_denied(format!("{path} is not open to callers"))
+        })?;
+        Ok(Some((caller, agent)))
+    }
+
+    fn bearer(&self, path: &str, value: &str) -> Result<Principal, tonic::Status> {
+        let token = token_from_authorization(value).ok_or_else(|| {
+            tonic::Status::unauthenticated("authorization must be `Bearer <access token>`")
+        })?;
+        self.authenticator
             .authenticate(token)
             .map_err(|reason| match reason {
                 bearer::Error::NotReady => {
@@ -93,12 +122,7 @@ impl<S> AuthService<S> {
                     tracing::info!(method = path, %reason, "request refused: bad credentials");
                     tonic::Status::unauthenticated(format!("access token refused: {reason}"))
                 }
-            })?;
-        let caller = Caller::for_rpc(principal, path).ok_or_else(|| {
-            // Not in the permission table: refused whatever the caller holds.
-            tonic::Status::permission_denied(format!("{path} is not open to callers"))
-        })?;
-        Ok(Some(caller))
+            })
     }
 }
 
@@ -119,12 +143,15 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         match self.check(&request) {
-            Ok(caller) => {
-                if let Some(caller) = caller {
+            Ok(authenticated) => {
+                if let Some((caller, agent)) = authenticated {
                     if let Some(org) = caller.principal().org() {
                         coffer_telemetry::record_org_id(org);
                     }
                     request.extensions_mut().insert(caller);
+                    if let Some(identity) = agent {
+                        request.extensions_mut().insert(identity);
+                    }
                 }
                 // The ready service handles this request; a fresh clone takes its place.
                 let clone = self.inner.clone();

@@ -1,16 +1,13 @@
-//! Command-line parsing and the client commands (`coffer diag …`).
+//! Command-line parsing: the server commands and the client commands. The client commands
+//! themselves live in [`crate::client`].
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use coffer_proto::diagnostics::v1::{
-    self as pb, diagnostics_service_client::DiagnosticsServiceClient,
-};
-use coffer_proto::enrollment::v1::{ExchangeRequest, token_service_client::TokenServiceClient};
-use coffer_types::OrgId;
+use clap::{Args, Parser, Subcommand};
+use coffer_sdk::{ApiKeyId, OrgId, Role, SecretString, UserId};
 
 use crate::startup::Target;
 
@@ -47,12 +44,199 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// Diagnostics against a running server.
+    /// Organisations (client).
+    Org {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Members of an org and their roles (client).
+    User {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API keys (client).
+    Apikey {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Access tokens (client).
+    Token {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Diagnostics against a running server (client).
     Diag {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
         /// Which one.
         #[command(subcommand)]
         command: DiagCommand,
     },
+}
+
+/// Where the server is and whose API key to call it with; shared by every client command.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The server's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_SERVER",
+        default_value = "http://127.0.0.1:7443"
+    )]
+    pub server: String,
+    /// An API key (`coffer_…`), exchanged for short-lived access tokens.
+    #[arg(
+        long,
+        global = true,
+        env = "COFFER_API_KEY",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub api_key: Option<SecretString>,
+    /// The org to act on; the API key's org by default.
+    #[arg(long, global = true)]
+    pub org: Option<OrgId>,
+}
+
+fn secret(s: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(s))
+}
+
+/// How client commands print their result.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct OutputArgs {
+    /// Print one JSON document instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `coffer org …`.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an org and its first owner; prints the owner's API key once. Needs a platform
+    /// admin's key.
+    Create {
+        /// The org's name (1 to 100 characters).
+        name: String,
+        /// The first owner's email address.
+        #[arg(long)]
+        owner_email: String,
+    },
+    /// Show the org (`--org`, or the API key's).
+    Get,
+}
+
+/// `coffer user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a member to the org.
+    Add {
+        /// Their email address.
+        email: String,
+        /// owner, admin, operator, auditor or viewer.
+        #[arg(long)]
+        role: Role,
+    },
+    /// List the org's members.
+    List,
+    /// Change a member's role.
+    SetRole {
+        /// The member's user id.
+        user_id: UserId,
+        /// owner, admin, operator, auditor or viewer.
+        role: Role,
+    },
+    /// Suspend a member: refused everywhere, already-issued tokens included, until reactivated.
+    Suspend {
+        /// The member's user id.
+        user_id: UserId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a member's suspension.
+    Reactivate {
+        /// The member's user id.
+        user_id: UserId,
+    },
+    /// Remove a member from the org.
+    Remove {
+        /// The member's user id.
+        user_id: UserId,
+    },
+}
+
+/// `coffer apikey …`.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key; prints its secret once.
+    Create {
+        /// A name to recognise it by (1 to 64 characters).
+        name: String,
+        /// The role its tokens carry: owner, admin, operator, auditor or viewer.
+        #[arg(long)]
+        role: Role,
+        /// Restrict it to a scope (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Make it stop working after this long (e.g. `30d`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List the org's API keys (metadata only).
+    List,
+    /// Revoke an API key; its tokens stop working within a second.
+    Revoke {
+        /// The key's id.
+        key_id: ApiKeyId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `coffer token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Exchange the API key for an access token and show its org, role and expiry.
+    Exchange {
+        /// Also print the token itself (a secret: anyone holding it acts as the key until it
+        /// expires).
+        #[arg(long)]
+        show: bool,
+    },
+    /// Print the public keys access tokens are signed with (JWKS).
+    Jwks,
 }
 
 /// `coffer admin …`.
@@ -89,17 +273,8 @@ pub enum AdminCommand {
 #[derive(Debug, Subcommand)]
 pub enum DiagCommand {
     /// Send a probe event and follow it: append → outbox → JetStream → consumer → projection.
+    /// Needs a key with `diagnostics.probe`.
     RoundTrip {
-        /// The server's gRPC URL.
-        #[arg(long, default_value = "http://127.0.0.1:7443")]
-        server: String,
-        /// An API key (`coffer_…`) of a member with `diagnostics.probe`; exchanged for an
-        /// access token.
-        #[arg(long, env = "COFFER_API_KEY", hide_env_values = true)]
-        api_key: String,
-        /// The org the probe belongs to; the API key's org by default.
-        #[arg(long)]
-        org: Option<OrgId>,
         /// Text carried by the probe.
         #[arg(long, default_value = "hello from coffer diag")]
         note: String,
@@ -107,96 +282,4 @@ pub enum DiagCommand {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
-}
-
-/// `coffer diag round-trip`: prints each stage as the probe reaches it.
-pub async fn diag_round_trip(
-    server: &str,
-    api_key: &str,
-    org: Option<OrgId>,
-    note: String,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
-        .with_context(|| format!("server URL {server}"))?
-        .connect()
-        .await
-        .with_context(|| format!("connect to {server}"))?;
-    let token = TokenServiceClient::new(channel.clone())
-        .exchange(ExchangeRequest {
-            api_key: api_key.to_owned(),
-        })
-        .await
-        .context("exchange the API key for an access token")?
-        .into_inner();
-    let org = match org {
-        Some(org) => org,
-        None => token
-            .org_id
-            .parse()
-            .context("the access token names no valid org")?,
-    };
-    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
-        format!("Bearer {}", token.access_token)
-            .parse()
-            .context("the access token is not a valid header value")?;
-    let mut client =
-        DiagnosticsServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", bearer.clone());
-            Ok(req)
-        });
-    let started = Instant::now();
-    let sent = client
-        .send_probe(pb::SendProbeRequest {
-            org_id: org.to_string(),
-            note,
-        })
-        .await
-        .context("send probe")?
-        .into_inner();
-    println!(
-        "appended   ProbeSent {} to probe {} (org {org}, version {}) in {:?}",
-        sent.event_id,
-        sent.probe_id,
-        sent.version,
-        started.elapsed()
-    );
-    let mut published_at = None;
-    loop {
-        let view = client
-            .get_probe(pb::GetProbeRequest {
-                org_id: org.to_string(),
-                probe_id: sent.probe_id.clone(),
-            })
-            .await
-            .context("get probe")?
-            .into_inner();
-        if view.published && published_at.is_none() {
-            published_at = Some(started.elapsed());
-            println!(
-                "published  to JetStream by the outbox relay after {:?}",
-                started.elapsed()
-            );
-        }
-        if view.observed_at.is_some() {
-            if published_at.is_none() {
-                println!("published  to JetStream by the outbox relay");
-            }
-            println!(
-                "consumed   from JetStream (stream sequence {}) by the diagnostics consumer, trace {}",
-                view.stream_sequence, view.consumer_trace_id
-            );
-            println!(
-                "projected  ProbeObserved into the probes table after {:?} in all",
-                started.elapsed()
-            );
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < timeout,
-            "the probe was not observed within {timeout:?} (published: {})",
-            view.published
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

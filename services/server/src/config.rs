@@ -38,6 +38,76 @@ pub struct Config {
     /// Access tokens and their revocation.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Agent certificates.
+    #[serde(default)]
+    pub pki: PkiConfig,
+}
+
+/// `[pki]`: the agent CA hierarchy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PkiConfig {
+    /// SPIFFE trust domain: agents are `spiffe://<trust_domain>/org/<org>/agent/<agent>`.
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+    /// Lifetime of agent certificates.
+    #[serde(default = "default_agent_ttl", with = "humantime_serde")]
+    pub agent_ttl: Duration,
+    /// How long a CRL is valid (`nextUpdate`).
+    #[serde(default = "default_crl_validity", with = "humantime_serde")]
+    pub crl_validity: Duration,
+}
+
+fn default_trust_domain() -> String {
+    "coffer.local".to_owned()
+}
+
+fn default_agent_ttl() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
+}
+
+fn default_crl_validity() -> Duration {
+    Duration::from_secs(24 * 60 * 60)
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        Self {
+            trust_domain: default_trust_domain(),
+            agent_ttl: default_agent_ttl(),
+            crl_validity: default_crl_validity(),
+        }
+    }
+}
+
+impl PkiConfig {
+    /// The enrollment service's settings, or the rule a value breaks.
+    pub fn settings(&self) -> Result<coffer_enrollment::pki::PkiSettings, Error> {
+        let trust_domain =
+            coffer_pki::TrustDomain::new(self.trust_domain.clone()).map_err(|e| {
+                Error::Invalid {
+                    field: "pki.trust_domain",
+                    rule: e.to_string(),
+                }
+            })?;
+        if self.agent_ttl < coffer_pki::MIN_AGENT_TTL || self.agent_ttl > coffer_pki::MAX_AGENT_TTL
+        {
+            return Err(Error::Invalid {
+                field: "pki.agent_ttl",
+                rule: "must be between 5m and 30days".into(),
+            });
+        }
+        if self.crl_validity < Duration::from_secs(60) {
+            return Err(Error::Invalid {
+                field: "pki.crl_validity",
+                rule: "must be at least 1m".into(),
+            });
+        }
+        let mut settings = coffer_enrollment::pki::PkiSettings::new(trust_domain);
+        settings.agent_ttl = self.agent_ttl;
+        settings.crl_validity = self.crl_validity;
+        Ok(settings)
+    }
 }
 
 /// `[auth]`: how access tokens are issued and checked.
@@ -124,14 +194,33 @@ fn default_connect_timeout() -> Duration {
 pub struct GrpcConfig {
     /// Address to listen on; port 0 picks a free port (tests).
     pub listen: SocketAddr,
+    /// TLS; plaintext when absent (development only: agents authenticate with client
+    /// certificates, so they need TLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            tls: None,
         }
     }
+}
+
+/// `[grpc.tls]`: the server certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: std::path::PathBuf,
+    /// Generate a self-signed certificate for localhost into the two files when they do not
+    /// exist (development only).
+    #[serde(default)]
+    pub generate_dev_certificate: bool,
 }
 
 /// A config value failed a rule.
@@ -242,6 +331,7 @@ impl Config {
                 rule: "and auth.audience must not be empty".into(),
             });
         }
+        self.pki.settings()?;
         if let Some(kms) = &self.kms {
             kms.validate().map_err(|e| Error::Invalid {
                 field: "kms",

@@ -4,10 +4,11 @@
 
 pub mod authn;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod diag;
-pub mod keys;
 pub mod startup;
+pub mod tls;
 
 /// Every service schema this binary knows, in migration order.
 pub const SCHEMAS: &[coffer_db::Schema] = &[coffer_enrollment::SCHEMA, diag::SCHEMA];

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use coffer_server::cli::{AdminCommand, Cli, Command, DiagCommand};
+use coffer_server::cli::{AdminCommand, Cli, Command};
 use coffer_server::config::{Config, Overrides};
 use coffer_server::startup::{Application, Target};
 use coffer_server::{SCHEMAS, diag};
@@ -25,19 +25,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Diag { command } => {
+        command @ (Command::Org { .. }
+        | Command::User { .. }
+        | Command::Apikey { .. }
+        | Command::Token { .. }
+        | Command::Diag { .. }) => {
             let _telemetry = client_telemetry();
-            match command {
-                DiagCommand::RoundTrip {
-                    server,
-                    api_key,
-                    org,
-                    note,
-                    timeout,
-                } => {
-                    coffer_server::cli::diag_round_trip(&server, &api_key, org, note, timeout).await
-                }
-            }
+            Box::pin(coffer_server::client::run(command)).await
         }
         Command::Admin {
             command: AdminCommand::CreateLocalKmsKey { key_dir, key_id },
@@ -63,7 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn server_command(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve { target, .. } => {
-            let app = Application::build(config, &target).await?;
+            let app = Box::pin(Application::build(config, &target)).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate => {
@@ -91,8 +85,8 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
                 .context("open the KMS master key")?;
             let db =
                 coffer_db::Database::connect(&config.database, coffer_enrollment::SERVICE).await?;
-            let created =
-                coffer_enrollment::app::init_platform(db, kms.as_ref(), &owner_email).await?;
+            let pki = config.pki.settings()?;
+            let created = coffer_enrollment::app::init_platform(db, kms, pki, &owner_email).await?;
             let secret = created.owner_api_key.secret.expose();
             if json {
                 println!(
@@ -140,7 +134,12 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
             println!("rebuilt projections of {} from {n} events", name.schema());
             Ok(())
         }
-        Command::Diag { .. } | Command::Admin { .. } => {
+        Command::Org { .. }
+        | Command::User { .. }
+        | Command::Apikey { .. }
+        | Command::Token { .. }
+        | Command::Diag { .. }
+        | Command::Admin { .. } => {
             unreachable!("handled before loading server config")
         }
     }

@@ -13,17 +13,22 @@ use tokio::task::JoinSet;
 
 use coffer_auth::revocation::Revocations;
 use coffer_enrollment::grpc::EnrollmentGrpc;
+use coffer_enrollment::pki::Pki;
 use coffer_enrollment::tokens::{TokenSettings, Tokens};
 use coffer_enrollment::{Enrollment, consumers};
 use coffer_proto::enrollment::v1::{
-    api_key_service_server::ApiKeyServiceServer, member_service_server::MemberServiceServer,
-    org_service_server::OrgServiceServer, token_service_server::TokenServiceServer,
+    agent_service_server::AgentServiceServer, api_key_service_server::ApiKeyServiceServer,
+    enrollment_token_service_server::EnrollmentTokenServiceServer,
+    member_service_server::MemberServiceServer, org_service_server::OrgServiceServer,
+    token_service_server::TokenServiceServer,
 };
 
 use crate::authn::AuthLayer;
 use crate::config::Config;
 use crate::diag::{self, Diagnostics, grpc::DiagnosticsGrpc};
-use crate::keys;
+use crate::tls;
+use coffer_auth::agent::AgentTrust;
+use coffer_auth::published::{self, Publisher};
 
 /// A service `coffer serve --target` can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +97,9 @@ pub enum BootError {
     /// Access-token keys or the revocation set are not available.
     #[error("{0}")]
     Auth(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The enrollment service could not start.
     #[error("cannot start enrollment: {0}")]
     Enrollment(coffer_enrollment::Error),
@@ -111,6 +119,7 @@ pub struct Application {
         >,
     >,
     background: Vec<Background>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Application {
@@ -169,9 +178,15 @@ impl Application {
                     config.auth.revocation_bucket, config.auth.keys_wait
                 ))
             })?;
-        let keys_bucket = keys::bucket(&js, &config.auth.keys_bucket)
+        let keys_bucket = published::bucket(&js, &config.auth.keys_bucket)
             .await
-            .map_err(BootError::Auth)?;
+            .map_err(|e| BootError::Auth(e.to_string()))?;
+        let publisher = Publisher::new(keys_bucket.clone());
+        let pki_settings = config
+            .pki
+            .settings()
+            .map_err(|e| BootError::Missing(e.to_string()))?;
+        let trust = Arc::new(AgentTrust::new(pki_settings.trust_domain.clone()));
 
         let mut background: Vec<Background> = Vec::new();
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -215,10 +230,9 @@ impl Application {
             let tokens = Tokens::load(&db, kms.as_ref(), settings, revocations.clone())
                 .await
                 .map_err(BootError::Enrollment)?;
-            keys::publish(&keys_bucket, tokens.jwks())
-                .await
-                .map_err(BootError::Auth)?;
-            let app = Enrollment::new(db.clone(), Arc::new(tokens));
+            let pki = Arc::new(Pki::new(pki_settings, kms.clone()));
+            let app = Enrollment::new(db.clone(), Arc::new(tokens), pki, publisher);
+            app.publish().await.map_err(BootError::Enrollment)?;
             let relay = Relay::new(
                 config.database.clone(),
                 coffer_enrollment::SERVICE,
@@ -243,15 +257,29 @@ impl Application {
             }));
             enrollment = Some(EnrollmentGrpc::new(app));
         }
-        let authenticator = keys::follow(
+        let authenticator = published::follow(
             keys_bucket,
             &config.auth.issuer,
             &config.auth.audience,
             revocations,
+            trust.clone(),
             config.auth.keys_wait,
         )
         .await
-        .map_err(BootError::Auth)?;
+        .map_err(|e| BootError::Auth(e.to_string()))?;
+        let tls = match &config.grpc.tls {
+            None => None,
+            Some(tls) => {
+                if tls.generate_dev_certificate {
+                    tls::ensure_dev_certificate(&tls.cert_file, &tls.key_file)
+                        .map_err(|e| BootError::Tls(e.to_string()))?;
+                }
+                Some(
+                    tls::acceptor(&tls.cert_file, &tls.key_file, trust)
+                        .map_err(|e| BootError::Tls(e.to_string()))?,
+                )
+            }
+        };
 
         let mut router = tonic::transport::Server::builder()
             .layer(coffer_telemetry::GrpcTraceLayer)
@@ -273,7 +301,15 @@ impl Application {
             health
                 .set_serving::<TokenServiceServer<EnrollmentGrpc>>()
                 .await;
+            health
+                .set_serving::<EnrollmentTokenServiceServer<EnrollmentGrpc>>()
+                .await;
+            health
+                .set_serving::<AgentServiceServer<EnrollmentGrpc>>()
+                .await;
             router = router
+                .add_service(EnrollmentTokenServiceServer::new(grpc.clone()))
+                .add_service(AgentServiceServer::new(grpc.clone()))
                 .add_service(OrgServiceServer::new(grpc.clone()))
                 .add_service(MemberServiceServer::new(grpc.clone()))
                 .add_service(ApiKeyServiceServer::new(grpc.clone()))
@@ -325,6 +361,7 @@ impl Application {
             addr,
             router,
             background,
+            tls,
         })
     }
 
@@ -346,14 +383,23 @@ impl Application {
         tracing::info!(addr = %self.addr, "coffer serving");
         let stop = Arc::new(stop_tx);
         let stop_on_signal = stop.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
-        let served = self
-            .router
-            .serve_with_incoming_shutdown(incoming, async move {
-                shutdown.await;
-                let _ = stop_on_signal.send(true);
-            })
-            .await;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_on_signal.send(true);
+        };
+        let served = match self.tls {
+            Some(acceptor) => {
+                self.router
+                    .serve_with_incoming_shutdown(tls::incoming(self.listener, acceptor), shutdown)
+                    .await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+                self.router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        };
         let _ = stop.send(true);
         while tasks.join_next().await.is_some() {}
         tracing::info!("coffer stopped");

@@ -404,11 +404,12 @@ impl Pipeline {
         // A diagnostics-only process verifies tokens with the key set enrollment publishes;
         // these tests make no API calls, but the process still waits for one at boot.
         let auth_prefix = coffer_testkit::unique("AUTH");
-        let keys = coffer_server::keys::bucket(&js, &format!("{auth_prefix}_KEYS"))
+        let keys = coffer_auth::published::bucket(&js, &format!("{auth_prefix}_KEYS"))
             .await
             .expect("key-set bucket");
         let signer = coffer_auth::token::Signer::from_seed(&[7; 32]).expect("a 32-byte seed");
-        coffer_server::keys::publish(&keys, &coffer_auth::token::Jwks::new([signer.jwk()]))
+        coffer_auth::published::Publisher::new(keys)
+            .jwks(&coffer_auth::token::Jwks::new([signer.jwk()]))
             .await
             .expect("publish a key set");
         Self {

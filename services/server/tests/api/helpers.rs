@@ -2,6 +2,7 @@
 //! revocation buckets, with the platform initialised as `coffer admin init` does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_db::DbConfig;
@@ -11,7 +12,7 @@ use coffer_proto::enrollment::v1::{
     CreateOrgRequest, ExchangeRequest, org_service_client::OrgServiceClient,
     token_service_client::TokenServiceClient,
 };
-use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig};
+use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig, TlsConfig};
 use coffer_server::startup::{Application, Target};
 use coffer_testkit::TestDb;
 use coffer_types::OrgId;
@@ -27,7 +28,10 @@ pub struct TestApp {
     pub js: async_nats::jetstream::Context,
     /// The platform owner's API key, as `coffer admin init` printed it.
     pub platform_key: String,
+    /// The server's certificate (PEM) when it speaks TLS.
+    pub tls_ca: Option<String>,
     _kms_dir: tempfile::TempDir,
+    _tls_dir: Option<tempfile::TempDir>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -59,15 +63,51 @@ pub struct TestOrg {
 
 impl TestApp {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls_ca {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    fn endpoint(&self) -> tonic::transport::Endpoint {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url()).unwrap();
+        match &self.tls_ca {
+            Some(ca) => endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        .domain_name("localhost"),
+                )
+                .unwrap(),
+            None => endpoint,
+        }
     }
 
     pub async fn channel(&self) -> Channel {
+        self.endpoint().connect().await.unwrap()
+    }
+
+    /// A TLS channel presenting an agent's client certificate (`chain_pem`: leaf, then
+    /// intermediate) with its private key.
+    pub async fn agent_channel(&self, chain_pem: &str, key_pem: &str) -> Channel {
+        let ca = self.tls_ca.as_ref().expect("a TLS app");
         tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .identity(tonic::transport::Identity::from_pem(chain_pem, key_pem))
+                    .domain_name("localhost"),
+            )
             .unwrap()
             .connect()
             .await
             .unwrap()
+    }
+
+    /// The KMS the app wraps keys with (for tests that inspect or mint with its CAs).
+    pub fn kms(&self) -> LocalKms {
+        LocalKms::open(self._kms_dir.path(), &KeyId::new("test-master")).unwrap()
     }
 
     /// Exchanges `api_key` for an access token.
@@ -123,6 +163,7 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
         },
         grpc: GrpcConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
         },
         kms: Some(KmsConfig::Local(LocalConfig {
             key_dir: kms_dir.to_path_buf(),
@@ -135,26 +176,35 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
             keys_bucket: coffer_testkit::unique("KEYS"),
             ..AuthConfig::default()
         },
+        pki: Default::default(),
     }
 }
 
 pub async fn spawn_app() -> TestApp {
+    Box::pin(spawn_app_with(|_| {})).await
+}
+
+/// `spawn_app`, with `configure` adjusting the server's config before it boots.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     coffer_testkit::telemetry();
     let db = TestDb::migrated(coffer_server::SCHEMAS).await;
     let (_client, js, bus) = coffer_testkit::bus().await;
     let kms_dir = tempfile::tempdir().unwrap();
     let key_id = KeyId::new("test-master");
     LocalKms::create_key(kms_dir.path(), &key_id).unwrap();
-    let kms = LocalKms::open(kms_dir.path(), &key_id).unwrap();
+    let kms = Arc::new(LocalKms::open(kms_dir.path(), &key_id).unwrap());
+    let mut config = config(&db.config, &bus, kms_dir.path());
+    configure(&mut config);
     let created = Box::pin(coffer_enrollment::app::init_platform(
         db.service(coffer_enrollment::SERVICE).await,
-        &kms,
+        kms,
+        config.pki.settings().unwrap(),
         "root@platform.test",
     ))
     .await
     .expect("admin init");
     let platform_key = created.owner_api_key.secret.expose().to_owned();
-    let config = config(&db.config, &bus, kms_dir.path());
+    let cert_file = config.grpc.tls.as_ref().map(|tls| tls.cert_file.clone());
     let app = Box::pin(Application::build(config, &[Target::All]))
         .await
         .expect("boot");
@@ -169,7 +219,22 @@ pub async fn spawn_app() -> TestApp {
         bus,
         js,
         platform_key,
+        tls_ca: cert_file.map(|f| std::fs::read_to_string(f).unwrap()),
         _kms_dir: kms_dir,
+        _tls_dir: None,
         _stop: stop,
     }
+}
+
+/// `spawn_app` serving TLS with a generated development certificate.
+pub async fn spawn_tls_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsConfig {
+        cert_file: dir.path().join("server.pem"),
+        key_file: dir.path().join("server.key"),
+        generate_dev_certificate: true,
+    };
+    let mut app = Box::pin(spawn_app_with(|config| config.grpc.tls = Some(tls))).await;
+    app._tls_dir = Some(dir);
+    app
 }

@@ -1,8 +1,11 @@
 //! `coffer` integration tests: the production wiring on port 0, real Postgres and NATS.
 
+mod agents;
 mod binary;
+mod cli;
 mod diag;
 mod enrollment;
 mod grpc;
 mod helpers;
+mod sdk;
 mod tenancy;

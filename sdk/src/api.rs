@@ -1,0 +1,365 @@
+//! Typed clients, one per Coffer service, one method per RPC. Get them from a
+//! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
+//! [`Client::tokens`], [`Client::diagnostics`].
+
+use coffer_auth::Role;
+use coffer_proto::diagnostics::v1 as diag_pb;
+use coffer_proto::diagnostics::v1::diagnostics_service_client::DiagnosticsServiceClient;
+use coffer_proto::enrollment::v1 as pb;
+use coffer_proto::enrollment::v1::{
+    api_key_service_client::ApiKeyServiceClient, member_service_client::MemberServiceClient,
+    org_service_client::OrgServiceClient, token_service_client::TokenServiceClient,
+};
+use coffer_types::{AggregateId, ApiKeyId, OrgId, UserId};
+
+use crate::client::Rpc;
+use crate::{
+    AccessToken, ApiKey, Client, CreatedApiKey, CreatedOrg, Error, Jwks, Member, NewApiKey, Org,
+    Probe, SentProbe,
+};
+
+/// Organisations (`coffer.enrollment.v1.OrgService`).
+#[derive(Debug, Clone, Copy)]
+pub struct Orgs<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Orgs<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Creates an org with `owner_email` as its first owner, and an owner API key for it
+    /// (its secret is in the answer, and nowhere else, ever). Needs an admin or owner key
+    /// of the platform org; any other caller is told [`Error::NotFound`].
+    ///
+    /// Retried only when certainly not applied (see [`crate::RetryPolicy`]): a
+    /// [`Error::Transport`] answer may mean the org was created.
+    pub async fn create(&self, name: &str, owner_email: &str) -> Result<CreatedOrg, Error> {
+        let request = pb::CreateOrgRequest {
+            name: name.to_owned(),
+            owner_email: owner_email.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("CreateOrg"),
+                request,
+                |channel, request| async move {
+                    OrgServiceClient::new(channel).create_org(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Reads one org.
+    pub async fn get(&self, org: OrgId) -> Result<Org, Error> {
+        let request = pb::GetOrgRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(Rpc::read("GetOrg"), request, |channel, request| async move {
+                OrgServiceClient::new(channel).get_org(request).await
+            })
+            .await?
+            .try_into()
+    }
+}
+
+/// Members of an org and their roles (`coffer.enrollment.v1.MemberService`).
+#[derive(Debug, Clone, Copy)]
+pub struct Members<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Members<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Adds `email` to `org` with `role`. [`Error::AlreadyExists`] if they are a member.
+    pub async fn add(&self, org: OrgId, email: &str, role: Role) -> Result<Member, Error> {
+        let request = pb::AddMemberRequest {
+            org_id: org.to_string(),
+            email: email.to_owned(),
+            role: role.as_str().to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("AddMember"),
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel).add_member(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Every member of `org`.
+    pub async fn list(&self, org: OrgId) -> Result<Vec<Member>, Error> {
+        let request = pb::ListMembersRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("ListMembers"),
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel)
+                        .list_members(request)
+                        .await
+                },
+            )
+            .await?
+            .members
+            .into_iter()
+            .map(Member::try_from)
+            .collect()
+    }
+
+    /// Gives `user` the role `role` in `org`. An org keeps at least one active owner
+    /// ([`Error::FailedPrecondition`] otherwise).
+    pub async fn change_role(&self, org: OrgId, user: UserId, role: Role) -> Result<Member, Error> {
+        let request = pb::ChangeMemberRoleRequest {
+            org_id: org.to_string(),
+            user_id: user.to_string(),
+            role: role.as_str().to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("ChangeMemberRole"),
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel)
+                        .change_member_role(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Suspends `user` in `org`, saying why (for the audit log). They keep their role but are
+    /// refused everywhere, already-issued tokens included, until reactivated.
+    pub async fn suspend(&self, org: OrgId, user: UserId, reason: &str) -> Result<Member, Error> {
+        let request = pb::SuspendMemberRequest {
+            org_id: org.to_string(),
+            user_id: user.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("SuspendMember"),
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel)
+                        .suspend_member(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Lifts a suspension.
+    pub async fn reactivate(&self, org: OrgId, user: UserId) -> Result<Member, Error> {
+        let request = pb::ReactivateMemberRequest {
+            org_id: org.to_string(),
+            user_id: user.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::write("ReactivateMember"),
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel)
+                        .reactivate_member(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Removes `user` from `org`.
+    pub async fn remove(&self, org: OrgId, user: UserId) -> Result<(), Error> {
+        let request = pb::RemoveMemberRequest {
+            org_id: org.to_string(),
+            user_id: user.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::write("RemoveMember"),
+                request,
+                |channel, request| async move {
+                    MemberServiceClient::new(channel)
+                        .remove_member(request)
+                        .await
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// API keys (`coffer.enrollment.v1.ApiKeyService`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeys<'a> {
+    client: &'a Client,
+}
+
+impl<'a> ApiKeys<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Creates a key in `org`. The answer holds its secret, which the server never shows
+    /// again. A key cannot carry a role above the caller's.
+    ///
+    /// Retried only when certainly not applied (see [`crate::RetryPolicy`]): a
+    /// [`Error::Transport`] answer may mean a key was created whose secret is lost; list the
+    /// keys and revoke it.
+    pub async fn create(&self, org: OrgId, key: NewApiKey) -> Result<CreatedApiKey, Error> {
+        let request = key.into_request(org);
+        self.client
+            .call(
+                Rpc::write("CreateApiKey"),
+                request,
+                |channel, request| async move {
+                    ApiKeyServiceClient::new(channel)
+                        .create_api_key(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Every key of `org`, revoked ones included; metadata only.
+    pub async fn list(&self, org: OrgId) -> Result<Vec<ApiKey>, Error> {
+        let request = pb::ListApiKeysRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("ListApiKeys"),
+                request,
+                |channel, request| async move {
+                    ApiKeyServiceClient::new(channel)
+                        .list_api_keys(request)
+                        .await
+                },
+            )
+            .await?
+            .keys
+            .into_iter()
+            .map(ApiKey::try_from)
+            .collect()
+    }
+
+    /// Revokes `key`, saying why. Its already-issued tokens stop working within a second.
+    pub async fn revoke(&self, org: OrgId, key: ApiKeyId, reason: &str) -> Result<ApiKey, Error> {
+        let request = pb::RevokeApiKeyRequest {
+            org_id: org.to_string(),
+            key_id: key.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("RevokeApiKey"),
+                request,
+                |channel, request| async move {
+                    ApiKeyServiceClient::new(channel)
+                        .revoke_api_key(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}
+
+/// Access tokens (`coffer.enrollment.v1.TokenService`).
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Tokens<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Exchanges the client's API key for a new access token, for use outside this SDK.
+    /// The client keeps using (and refreshing) its own.
+    pub async fn exchange(&self) -> Result<AccessToken, Error> {
+        self.client.exchange().await
+    }
+
+    /// The public keys access tokens are signed with, to verify them offline.
+    pub async fn jwks(&self) -> Result<Jwks, Error> {
+        self.client
+            .call_public(
+                Rpc::read("GetJwks"),
+                pb::GetJwksRequest {},
+                |channel, request| async move {
+                    TokenServiceClient::new(channel).get_jwks(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}
+
+/// End-to-end checks of a deployment (`coffer.diagnostics.v1.DiagnosticsService`).
+#[derive(Debug, Clone, Copy)]
+pub struct Diagnostics<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Diagnostics<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Appends a probe event carrying `note` (up to 200 characters) to a new probe of `org`.
+    pub async fn send_probe(&self, org: OrgId, note: &str) -> Result<SentProbe, Error> {
+        let request = diag_pb::SendProbeRequest {
+            org_id: org.to_string(),
+            note: note.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("SendProbe"),
+                request,
+                |channel, request| async move {
+                    DiagnosticsServiceClient::new(channel)
+                        .send_probe(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// How far `probe`'s latest event has travelled: appended, published, consumed.
+    pub async fn get_probe(&self, org: OrgId, probe: AggregateId) -> Result<Probe, Error> {
+        let request = diag_pb::GetProbeRequest {
+            org_id: org.to_string(),
+            probe_id: probe.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("GetProbe"),
+                request,
+                |channel, request| async move {
+                    DiagnosticsServiceClient::new(channel)
+                        .get_probe(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}

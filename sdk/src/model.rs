@@ -1,0 +1,484 @@
+//! The SDK's view of Coffer's resources, and their validated conversions from protobuf.
+//!
+//! Every conversion checks what it receives: a missing required field, an id that is not a
+//! UUID or an unknown role is an [`Error::Protocol`] naming the message and field, never a
+//! panic or a default value.
+
+use chrono::{DateTime, Utc};
+use coffer_auth::Role;
+use coffer_proto::diagnostics::v1 as diag_pb;
+use coffer_proto::enrollment::v1 as pb;
+use coffer_proto::time::from_timestamp;
+use coffer_types::{AggregateId, ApiKeyId, EventId, OrgId, UserId};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::Error;
+
+/// A customer organisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Org {
+    /// Its id.
+    pub org_id: OrgId,
+    /// Its display name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A person's membership of an org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Member {
+    /// The org.
+    pub org_id: OrgId,
+    /// The person.
+    pub user_id: UserId,
+    /// Their email address, lowercased by the server.
+    pub email: String,
+    /// What they may do in the org.
+    pub role: Role,
+    /// A suspended member keeps their role but is refused everywhere until reactivated.
+    pub suspended: bool,
+    /// When they were added.
+    pub joined_at: DateTime<Utc>,
+}
+
+/// An API key's metadata. The secret is only ever in [`CreatedApiKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ApiKey {
+    /// The org the key acts in.
+    pub org_id: OrgId,
+    /// Its id.
+    pub key_id: ApiKeyId,
+    /// A name to recognise it by.
+    pub name: String,
+    /// The role its tokens carry.
+    pub role: Role,
+    /// Scopes restricting it further, if any.
+    pub scopes: Vec<String>,
+    /// The first 12 characters of the secret.
+    pub display_prefix: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working; `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was last exchanged for a token; `None`: never.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Whether it has been revoked.
+    pub revoked: bool,
+}
+
+/// A new API key and its secret. The server shows the secret only in this answer: store it.
+/// `Debug` shows `[REDACTED]` in its place.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CreatedApiKey {
+    /// The key's metadata.
+    pub key: ApiKey,
+    /// `coffer_…`: what [`crate::Client::connect`] takes.
+    pub secret: SecretString,
+}
+
+/// A new org, its first owner, and an owner API key for it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CreatedOrg {
+    /// The org.
+    pub org: Org,
+    /// Its first owner.
+    pub owner: Member,
+    /// An owner API key of the new org, shown once.
+    pub owner_api_key: CreatedApiKey,
+}
+
+/// What [`crate::ApiKeys::create`] makes: a name and role, optionally scopes and an expiry.
+///
+/// ```
+/// use coffer_sdk::{NewApiKey, Role};
+/// let key = NewApiKey::new("ci", Role::Operator)
+///     .scope("job.run")
+///     .expires_at(chrono::Utc::now() + chrono::Duration::days(30));
+/// # let _ = key;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    name: String,
+    role: Role,
+    scopes: Vec<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl NewApiKey {
+    /// A key named `name` (1 to 64 characters) with `role`, no scopes, never expiring.
+    pub fn new(name: impl Into<String>, role: Role) -> Self {
+        Self {
+            name: name.into(),
+            role,
+            scopes: Vec::new(),
+            expires_at: None,
+        }
+    }
+
+    /// Adds a scope (`a-z 0-9 . : _ *`, up to 64 characters).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Makes the key stop working at `at` (which must be in the future).
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    pub(crate) fn into_request(self, org: OrgId) -> pb::CreateApiKeyRequest {
+        pb::CreateApiKeyRequest {
+            org_id: org.to_string(),
+            name: self.name,
+            role: self.role.as_str().to_owned(),
+            scopes: self.scopes,
+            expires_at: self.expires_at.map(coffer_proto::time::to_timestamp),
+        }
+    }
+}
+
+/// An access token: what the client sends as `authorization: Bearer …`. A secret: `Debug`
+/// shows `[REDACTED]` in its place.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AccessToken {
+    /// The compact JWS.
+    pub token: SecretString,
+    /// When the server stops accepting it.
+    pub expires_at: DateTime<Utc>,
+    /// The org it acts in.
+    pub org_id: OrgId,
+    /// The role it carries.
+    pub role: Role,
+}
+
+/// The public keys access tokens are signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Jwks {
+    /// The key set as the server published it (RFC 7517 JSON), for JWT libraries.
+    pub json: String,
+    /// The keys in it.
+    pub keys: Vec<Jwk>,
+}
+
+/// One public key of a [`Jwks`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Jwk {
+    /// Key id: the `kid` header of the tokens it verifies.
+    pub kid: String,
+    /// Key type (`OKP` for Ed25519).
+    pub kty: String,
+    /// Algorithm (`EdDSA`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Curve (`Ed25519`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+}
+
+/// A diagnostics probe just appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SentProbe {
+    /// The probe aggregate.
+    pub probe_id: AggregateId,
+    /// The `ProbeSent` event.
+    pub event_id: EventId,
+    /// The aggregate's version after the append.
+    pub version: u64,
+}
+
+/// How far a probe's latest event has travelled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Probe {
+    /// The probe aggregate.
+    pub probe_id: AggregateId,
+    /// The text it carries.
+    pub note: String,
+    /// How many probes were sent on it.
+    pub probes_sent: u64,
+    /// When the latest was appended.
+    pub sent_at: DateTime<Utc>,
+    /// Whether the outbox relay has published it to JetStream.
+    pub published: bool,
+    /// When the consumer projected it; `None`: not yet.
+    pub observed_at: Option<DateTime<Utc>>,
+    /// The JetStream stream sequence the consumer saw, once observed.
+    pub stream_sequence: Option<u64>,
+    /// The trace id the consumer ran under, once observed.
+    pub consumer_trace_id: Option<String>,
+}
+
+fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Error> {
+    s.parse()
+        .map_err(|_| Error::protocol(format!("{field} is not a UUID")))
+}
+
+fn role(s: &str, field: &str) -> Result<Role, Error> {
+    s.parse()
+        .map_err(|_| Error::protocol(format!("{field} is not a known role")))
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, Error> {
+    value.ok_or_else(|| Error::protocol(format!("{field} is missing")))
+}
+
+fn time(ts: Option<prost_types::Timestamp>, field: &str) -> Result<DateTime<Utc>, Error> {
+    let ts = required(ts, field)?;
+    from_timestamp(&ts).map_err(|e| Error::protocol(format!("{field} {e}")))
+}
+
+fn optional_time(
+    ts: Option<prost_types::Timestamp>,
+    field: &str,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    ts.map(|ts| from_timestamp(&ts).map_err(|e| Error::protocol(format!("{field} {e}"))))
+        .transpose()
+}
+
+impl TryFrom<pb::Org> for Org {
+    type Error = Error;
+    fn try_from(o: pb::Org) -> Result<Self, Error> {
+        Ok(Self {
+            org_id: id(&o.org_id, "Org.org_id")?,
+            name: o.name,
+            created_at: time(o.created_at, "Org.created_at")?,
+        })
+    }
+}
+
+impl TryFrom<pb::Member> for Member {
+    type Error = Error;
+    fn try_from(m: pb::Member) -> Result<Self, Error> {
+        Ok(Self {
+            org_id: id(&m.org_id, "Member.org_id")?,
+            user_id: id(&m.user_id, "Member.user_id")?,
+            email: m.email,
+            role: role(&m.role, "Member.role")?,
+            suspended: m.suspended,
+            joined_at: time(m.joined_at, "Member.joined_at")?,
+        })
+    }
+}
+
+impl TryFrom<pb::ApiKey> for ApiKey {
+    type Error = Error;
+    fn try_from(k: pb::ApiKey) -> Result<Self, Error> {
+        Ok(Self {
+            org_id: id(&k.org_id, "ApiKey.org_id")?,
+            key_id: id(&k.key_id, "ApiKey.key_id")?,
+            name: k.name,
+            role: role(&k.role, "ApiKey.role")?,
+            scopes: k.scopes,
+            display_prefix: k.display_prefix,
+            created_at: time(k.created_at, "ApiKey.created_at")?,
+            expires_at: optional_time(k.expires_at, "ApiKey.expires_at")?,
+            last_used_at: optional_time(k.last_used_at, "ApiKey.last_used_at")?,
+            revoked: k.revoked,
+        })
+    }
+}
+
+impl TryFrom<pb::CreateApiKeyResponse> for CreatedApiKey {
+    type Error = Error;
+    fn try_from(c: pb::CreateApiKeyResponse) -> Result<Self, Error> {
+        if c.secret.is_empty() {
+            return Err(Error::protocol("CreateApiKeyResponse.secret is missing"));
+        }
+        Ok(Self {
+            key: required(c.key, "CreateApiKeyResponse.key")?.try_into()?,
+            secret: SecretString::from(c.secret),
+        })
+    }
+}
+
+impl TryFrom<pb::CreateOrgResponse> for CreatedOrg {
+    type Error = Error;
+    fn try_from(c: pb::CreateOrgResponse) -> Result<Self, Error> {
+        Ok(Self {
+            org: required(c.org, "CreateOrgResponse.org")?.try_into()?,
+            owner: required(c.owner, "CreateOrgResponse.owner")?.try_into()?,
+            owner_api_key: required(c.owner_api_key, "CreateOrgResponse.owner_api_key")?
+                .try_into()?,
+        })
+    }
+}
+
+impl TryFrom<pb::AccessToken> for AccessToken {
+    type Error = Error;
+    fn try_from(t: pb::AccessToken) -> Result<Self, Error> {
+        if t.access_token.is_empty() {
+            return Err(Error::protocol("AccessToken.access_token is missing"));
+        }
+        Ok(Self {
+            expires_at: time(t.expires_at, "AccessToken.expires_at")?,
+            org_id: id(&t.org_id, "AccessToken.org_id")?,
+            role: role(&t.role, "AccessToken.role")?,
+            token: SecretString::from(t.access_token),
+        })
+    }
+}
+
+impl TryFrom<pb::Jwks> for Jwks {
+    type Error = Error;
+    fn try_from(j: pb::Jwks) -> Result<Self, Error> {
+        #[derive(serde::Deserialize)]
+        struct Set {
+            keys: Vec<Jwk>,
+        }
+        let set: Set = serde_json::from_str(&j.json)
+            .map_err(|e| Error::protocol(format!("Jwks.json is not a JSON Web Key Set: {e}")))?;
+        Ok(Self {
+            json: j.json,
+            keys: set.keys,
+        })
+    }
+}
+
+impl TryFrom<diag_pb::SendProbeResponse> for SentProbe {
+    type Error = Error;
+    fn try_from(s: diag_pb::SendProbeResponse) -> Result<Self, Error> {
+        Ok(Self {
+            probe_id: id(&s.probe_id, "SendProbeResponse.probe_id")?,
+            event_id: id(&s.event_id, "SendProbeResponse.event_id")?,
+            version: s.version,
+        })
+    }
+}
+
+impl TryFrom<diag_pb::GetProbeResponse> for Probe {
+    type Error = Error;
+    fn try_from(p: diag_pb::GetProbeResponse) -> Result<Self, Error> {
+        let observed_at = optional_time(p.observed_at, "GetProbeResponse.observed_at")?;
+        let observed = observed_at.is_some();
+        Ok(Self {
+            probe_id: id(&p.probe_id, "GetProbeResponse.probe_id")?,
+            note: p.note,
+            probes_sent: p.probes_sent,
+            sent_at: time(p.sent_at, "GetProbeResponse.sent_at")?,
+            published: p.published,
+            observed_at,
+            stream_sequence: observed.then_some(p.stream_sequence),
+            consumer_trace_id: observed.then_some(p.consumer_trace_id),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coffer_proto::time::to_timestamp;
+
+    use super::*;
+
+    fn member() -> pb::Member {
+        pb::Member {
+            org_id: OrgId::new().to_string(),
+            user_id: UserId::new().to_string(),
+            email: "bob@acme.test".into(),
+            role: "operator".into(),
+            suspended: false,
+            joined_at: Some(to_timestamp(Utc::now())),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_member_converts() {
+        let m = Member::try_from(member()).unwrap();
+        assert_eq!(
+            (m.email.as_str(), m.role),
+            ("bob@acme.test", Role::Operator)
+        );
+    }
+
+    #[test]
+    fn malformed_answers_are_protocol_errors_naming_the_field() {
+        let cases: [(pb::Member, &str); 4] = [
+            (
+                pb::Member {
+                    user_id: "nope".into(),
+                    ..member()
+                },
+                "Member.user_id is not a UUID",
+            ),
+            (
+                pb::Member {
+                    role: "root".into(),
+                    ..member()
+                },
+                "Member.role is not a known role",
+            ),
+            (
+                pb::Member {
+                    joined_at: None,
+                    ..member()
+                },
+                "Member.joined_at is missing",
+            ),
+            (
+                pb::Member {
+                    joined_at: Some(prost_types::Timestamp {
+                        seconds: 0,
+                        nanos: -1,
+                    }),
+                    ..member()
+                },
+                "Member.joined_at nanos must be in 0..1e9",
+            ),
+        ];
+        for (bad, message) in cases {
+            assert_eq!(
+                Member::try_from(bad).unwrap_err(),
+                Error::Protocol {
+                    message: message.into()
+                }
+            );
+        }
+        let token = pb::AccessToken {
+            access_token: String::new(),
+            expires_at: Some(to_timestamp(Utc::now())),
+            org_id: OrgId::new().to_string(),
+            role: "owner".into(),
+        };
+        assert!(matches!(
+            AccessToken::try_from(token),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            Jwks::try_from(pb::Jwks { json: "{".into() }),
+            Err(Error::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn a_created_keys_debug_output_hides_the_secret() {
+        let created = CreatedApiKey::try_from(pb::CreateApiKeyResponse {
+            key: Some(pb::ApiKey {
+                org_id: OrgId::new().to_string(),
+                key_id: ApiKeyId::new().to_string(),
+                name: "ci".into(),
+                role: "viewer".into(),
+                scopes: vec![],
+                display_prefix: "coffer_abcde".into(),
+                created_at: Some(to_timestamp(Utc::now())),
+                expires_at: None,
+                last_used_at: None,
+                revoked: false,
+            }),
+            secret: "coffer_abcdeSECRETSECRETSECRET".into(),
+        })
+        .unwrap();
+        let debug = format!("{created:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+    }
+}

@@ -1,0 +1,489 @@
+//! The client commands (`coffer org|user|apikey|token|diag …`), on top of `coffer-sdk`.
+//!
+//! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
+//! otherwise an aligned table. A secret the server returns once (a new API key) is printed
+//! once, labelled as such; an access token only on `coffer token exchange --show`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use coffer_sdk::{ApiKey, Client, CreatedApiKey, ExposeSecret, Member, NewApiKey, Org, OrgId};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::cli::{
+    ApiKeyCommand, Command, ConnectArgs, DiagCommand, OrgCommand, OutputArgs, TokenCommand,
+    UserCommand,
+};
+
+/// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `diag`.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Org {
+            connect,
+            output,
+            command,
+        } => org(&connect, output, command).await,
+        Command::User {
+            connect,
+            output,
+            command,
+        } => user(&connect, output, command).await,
+        Command::Apikey {
+            connect,
+            output,
+            command,
+        } => api_key(&connect, output, command).await,
+        Command::Token {
+            connect,
+            output,
+            command,
+        } => token(&connect, output, command).await,
+        Command::Diag {
+            connect,
+            command: DiagCommand::RoundTrip { note, timeout },
+        } => diag_round_trip(&connect, &note, timeout).await,
+        Command::Serve { .. } | Command::Migrate | Command::Admin { .. } => {
+            anyhow::bail!("not a client command")
+        }
+    }
+}
+
+/// Connects and exchanges the API key.
+async fn connect(args: &ConnectArgs) -> anyhow::Result<Client> {
+    let api_key = args
+        .api_key
+        .clone()
+        .context("an API key is needed: pass --api-key or set COFFER_API_KEY")?;
+    Box::pin(Client::connect(&args.server, api_key))
+        .await
+        .with_context(|| format!("connect to {}", args.server))
+}
+
+/// `--org`, or the API key's org.
+fn target_org(client: &Client, args: &ConnectArgs) -> OrgId {
+    args.org.unwrap_or_else(|| client.org())
+}
+
+async fn org(args: &ConnectArgs, output: OutputArgs, command: OrgCommand) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    match command {
+        OrgCommand::Create { name, owner_email } => {
+            let created = client
+                .orgs()
+                .create(&name, &owner_email)
+                .await
+                .context("create org")?;
+            if output.json {
+                return print_json(&json!({
+                    "org": created.org,
+                    "owner": created.owner,
+                    "owner_api_key": created_key_json(&created.owner_api_key),
+                }));
+            }
+            println!("created org {} ({})", created.org.name, created.org.org_id);
+            println!("owner {} ({})", created.owner.email, created.owner.user_id);
+            print_secret("owner API key", &created.owner_api_key);
+            Ok(())
+        }
+        OrgCommand::Get => {
+            let org = client
+                .orgs()
+                .get(target_org(&client, args))
+                .await
+                .context("get org")?;
+            print(output, &org, || orgs_table(std::slice::from_ref(&org)))
+        }
+    }
+}
+
+async fn user(args: &ConnectArgs, output: OutputArgs, command: UserCommand) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    let members = client.members();
+    let member = match command {
+        UserCommand::Add { email, role } => {
+            members.add(org, &email, role).await.context("add member")?
+        }
+        UserCommand::List => {
+            let list = members.list(org).await.context("list members")?;
+            return print(output, &list, || members_table(&list));
+        }
+        UserCommand::SetRole { user_id, role } => members
+            .change_role(org, user_id, role)
+            .await
+            .context("change role")?,
+        UserCommand::Suspend { user_id, reason } => members
+            .suspend(org, user_id, &reason)
+            .await
+            .context("suspend member")?,
+        UserCommand::Reactivate { user_id } => members
+            .reactivate(org, user_id)
+            .await
+            .context("reactivate member")?,
+        UserCommand::Remove { user_id } => {
+            members
+                .remove(org, user_id)
+                .await
+                .context("remove member")?;
+            if output.json {
+                return print_json(&json!({
+                    "org_id": org,
+                    "user_id": user_id,
+                    "removed": true,
+                }));
+            }
+            println!("removed user {user_id} from org {org}");
+            return Ok(());
+        }
+    };
+    print(output, &member, || {
+        members_table(std::slice::from_ref(&member))
+    })
+}
+
+async fn api_key(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: ApiKeyCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    match command {
+        ApiKeyCommand::Create {
+            name,
+            role,
+            scopes,
+            expires_in,
+        } => {
+            let mut new = NewApiKey::new(name, role);
+            for scope in scopes {
+                new = new.scope(scope);
+            }
+            if let Some(lifetime) = expires_in {
+                let lifetime = chrono::Duration::from_std(lifetime)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_add_signed(d))
+                    .context("--expires-in is too long")?;
+                new = new.expires_at(lifetime);
+            }
+            let created = client
+                .api_keys()
+                .create(org, new)
+                .await
+                .context("create API key")?;
+            if output.json {
+                return print_json(&created_key_json(&created));
+            }
+            println!("{}", keys_table(std::slice::from_ref(&created.key)));
+            print_secret("API key", &created);
+            Ok(())
+        }
+        ApiKeyCommand::List => {
+            let keys = client.api_keys().list(org).await.context("list API keys")?;
+            print(output, &keys, || keys_table(&keys))
+        }
+        ApiKeyCommand::Revoke { key_id, reason } => {
+            let key = client
+                .api_keys()
+                .revoke(org, key_id, &reason)
+                .await
+                .context("revoke API key")?;
+            print(output, &key, || keys_table(std::slice::from_ref(&key)))
+        }
+    }
+}
+
+async fn token(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: TokenCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    match command {
+        TokenCommand::Exchange { show } => {
+            let token = client
+                .tokens()
+                .exchange()
+                .await
+                .context("exchange the API key")?;
+            if output.json {
+                let mut doc = json!({
+                    "org_id": token.org_id,
+                    "role": token.role,
+                    "expires_at": token.expires_at,
+                });
+                if show {
+                    doc["access_token"] = token.token.expose_secret().into();
+                }
+                return print_json(&doc);
+            }
+            let hidden = "(hidden; pass --show to print it)";
+            let mut table = Table::new(["", ""]);
+            table.row([
+                "token".into(),
+                if show {
+                    token.token.expose_secret().to_owned()
+                } else {
+                    hidden.to_owned()
+                },
+            ]);
+            table.row(["org".into(), token.org_id.to_string()]);
+            table.row(["role".into(), token.role.to_string()]);
+            table.row(["expires".into(), time(token.expires_at)]);
+            print!("{}", table.without_header());
+            Ok(())
+        }
+        TokenCommand::Jwks => {
+            let jwks = client.tokens().jwks().await.context("get the JWKS")?;
+            if output.json {
+                println!("{}", jwks.json);
+                return Ok(());
+            }
+            let mut table = Table::new(["KID", "KTY", "ALG", "CRV"]);
+            for key in &jwks.keys {
+                table.row([
+                    key.kid.clone(),
+                    key.kty.clone(),
+                    key.alg.clone().unwrap_or_else(|| "-".into()),
+                    key.crv.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            print!("{table}");
+            Ok(())
+        }
+    }
+}
+
+/// `coffer diag round-trip`: prints each stage as the probe reaches it.
+async fn diag_round_trip(args: &ConnectArgs, note: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    let diagnostics = client.diagnostics();
+    let started = Instant::now();
+    let sent = diagnostics
+        .send_probe(org, note)
+        .await
+        .context("send probe")?;
+    println!(
+        "appended   ProbeSent {} to probe {} (org {org}, version {}) in {:?}",
+        sent.event_id,
+        sent.probe_id,
+        sent.version,
+        started.elapsed()
+    );
+    let mut published = false;
+    loop {
+        let probe = diagnostics
+            .get_probe(org, sent.probe_id)
+            .await
+            .context("get probe")?;
+        if probe.published && !published {
+            published = true;
+            println!(
+                "published  to JetStream by the outbox relay after {:?}",
+                started.elapsed()
+            );
+        }
+        if probe.observed_at.is_some() {
+            if !published {
+                println!("published  to JetStream by the outbox relay");
+            }
+            println!(
+                "consumed   from JetStream (stream sequence {}) by the diagnostics consumer, trace {}",
+                probe.stream_sequence.unwrap_or_default(),
+                probe.consumer_trace_id.unwrap_or_default()
+            );
+            println!(
+                "projected  ProbeObserved into the probes table after {:?} in all",
+                started.elapsed()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "the probe was not observed within {timeout:?} (published: {})",
+            probe.published
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `value` as JSON, or the table `table` builds.
+fn print<T: Serialize>(
+    output: OutputArgs,
+    value: &T,
+    table: impl FnOnce() -> Table,
+) -> anyhow::Result<()> {
+    if output.json {
+        print_json(value)
+    } else {
+        print!("{}", table());
+        Ok(())
+    }
+}
+
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value).context("encode JSON output")?;
+    println!("{text}");
+    Ok(())
+}
+
+/// A new key and its secret as JSON: the one place a secret is serialised.
+fn created_key_json(created: &CreatedApiKey) -> serde_json::Value {
+    json!({
+        "key": created.key,
+        "secret": created.secret.expose_secret(),
+    })
+}
+
+fn print_secret(what: &str, created: &CreatedApiKey) {
+    println!(
+        "{what} {} secret (shown once, store it now):",
+        created.key.key_id
+    );
+    println!("{}", created.secret.expose_secret());
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn optional_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| "-".to_owned(), time)
+}
+
+fn orgs_table(orgs: &[Org]) -> Table {
+    let mut table = Table::new(["ORG ID", "NAME", "CREATED"]);
+    for o in orgs {
+        table.row([o.org_id.to_string(), o.name.clone(), time(o.created_at)]);
+    }
+    table
+}
+
+fn members_table(members: &[Member]) -> Table {
+    let mut table = Table::new(["USER ID", "EMAIL", "ROLE", "STATUS", "JOINED"]);
+    for m in members {
+        table.row([
+            m.user_id.to_string(),
+            m.email.clone(),
+            m.role.to_string(),
+            if m.suspended { "suspended" } else { "active" }.to_owned(),
+            time(m.joined_at),
+        ]);
+    }
+    table
+}
+
+fn keys_table(keys: &[ApiKey]) -> Table {
+    let now = Utc::now();
+    let mut table = Table::new([
+        "KEY ID",
+        "NAME",
+        "ROLE",
+        "PREFIX",
+        "SCOPES",
+        "EXPIRES",
+        "LAST USED",
+        "STATUS",
+    ]);
+    for k in keys {
+        let status = if k.revoked {
+            "revoked"
+        } else if k.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        table.row([
+            k.key_id.to_string(),
+            k.name.clone(),
+            k.role.to_string(),
+            k.display_prefix.clone(),
+            if k.scopes.is_empty() {
+                "-".to_owned()
+            } else {
+                k.scopes.join(",")
+            },
+            optional_time(k.expires_at),
+            optional_time(k.last_used_at),
+            status.to_owned(),
+        ]);
+    }
+    table
+}
+
+/// Columns padded to their widest cell, separated by two spaces.
+struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    show_header: bool,
+}
+
+impl Table {
+    fn new<const N: usize>(header: [&str; N]) -> Self {
+        Self {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+            show_header: true,
+        }
+    }
+
+    fn row<const N: usize>(&mut self, cells: [String; N]) {
+        self.rows.push(cells.into());
+    }
+
+    fn without_header(mut self) -> Self {
+        self.show_header = false;
+        self
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<&Vec<String>> = self
+            .show_header
+            .then_some(&self.header)
+            .into_iter()
+            .chain(&self.rows)
+            .collect();
+        let mut widths = vec![0; self.header.len()];
+        for line in &lines {
+            for (width, cell) in widths.iter_mut().zip(line.iter()) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        for line in lines {
+            let mut text = String::new();
+            for (i, (cell, width)) in line.iter().zip(&widths).enumerate() {
+                if i > 0 {
+                    text.push_str("  ");
+                }
+                text.push_str(cell);
+                text.extend(std::iter::repeat_n(' ', width - cell.chars().count()));
+            }
+            writeln!(f, "{}", text.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_trim_trailing_space() {
+        let mut table = Table::new(["ID", "EMAIL", "ROLE"]);
+        table.row(["1".into(), "bob@acme.test".into(), "admin".into()]);
+        table.row(["22".into(), "al@x.test".into(), "-".into()]);
+        assert_eq!(
+            table.to_string(),
+            "ID  EMAIL          ROLE\n\
+             1   bob@acme.test  admin\n\
+             22  al@x.test      -\n"
+        );
+    }
+}

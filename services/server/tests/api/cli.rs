@@ -1,0 +1,292 @@
+//! The `coffer` client commands as a user runs them: the built binary against a running server.
+
+use std::process::{Output, Stdio};
+
+use serde_json::Value;
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// Runs `coffer <args>` against `app` as `api_key` (given through `COFFER_API_KEY`).
+async fn coffer(app: &TestApp, api_key: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_SERVER", app.url())
+        .env("COFFER_API_KEY", api_key)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run coffer")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "coffer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `coffer … --json`: one JSON document on stdout.
+async fn json(app: &TestApp, api_key: &str, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = coffer(app, api_key, &args).await;
+    serde_json::from_str(&stdout(&out)).expect("stdout is one JSON document")
+}
+
+/// The one `coffer: …` line a failure prints.
+fn failure_line(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line, got: {stderr}");
+    assert!(lines[0].starts_with("coffer: "), "{stderr}");
+    lines[0].to_owned()
+}
+
+#[tokio::test]
+async fn the_cli_creates_an_org_and_manages_its_members_and_api_keys() {
+    let app = spawn_app().await;
+    let platform = app.platform_key.clone();
+
+    let created = json(
+        &app,
+        &platform,
+        &["org", "create", "Acme", "--owner-email", "owner@acme.test"],
+    )
+    .await;
+    let org_id = created["org"]["org_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["org"]["name"], "Acme");
+    assert_eq!(created["owner"]["email"], "owner@acme.test");
+    assert_eq!(created["owner"]["role"], "owner");
+    let owner = created["owner_api_key"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(owner.starts_with("coffer_"));
+    assert_eq!(created["owner_api_key"]["key"]["role"], "owner");
+
+    // --org defaults to the key's org.
+    let org = json(&app, &owner, &["org", "get"]).await;
+    assert_eq!(
+        (org["org_id"].as_str(), &org["name"]),
+        (Some(&*org_id), &"Acme".into())
+    );
+
+    // Members.
+    let bob = json(
+        &app,
+        &owner,
+        &["user", "add", "Bob@Acme.test", "--role", "operator"],
+    )
+    .await;
+    assert_eq!(
+        (&bob["email"], &bob["role"]),
+        (&"bob@acme.test".into(), &"operator".into())
+    );
+    let bob_id = bob["user_id"].as_str().unwrap().to_owned();
+    let listed = json(&app, &owner, &["user", "list", "--org", &org_id]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    let table = stdout(&coffer(&app, &owner, &["user", "list"]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("USER ID"), "{table}");
+    let column = |line: &str, text: &str| line.find(text).unwrap();
+    let bob_line = lines.iter().find(|l| l.contains("bob@acme.test")).unwrap();
+    assert!(bob_line.starts_with(&bob_id), "{table}");
+    assert_eq!(
+        column(lines[0], "EMAIL"),
+        column(bob_line, "bob@acme.test"),
+        "{table}"
+    );
+    assert_eq!(
+        column(lines[0], "ROLE"),
+        column(bob_line, "operator"),
+        "{table}"
+    );
+    assert_eq!(
+        column(lines[0], "STATUS"),
+        column(bob_line, "active"),
+        "{table}"
+    );
+
+    let changed = json(&app, &owner, &["user", "set-role", &bob_id, "admin"]).await;
+    assert_eq!(changed["role"], "admin");
+    let suspended = json(
+        &app,
+        &owner,
+        &["user", "suspend", &bob_id, "--reason", "on leave"],
+    )
+    .await;
+    assert_eq!(suspended["suspended"], true);
+    let back = json(&app, &owner, &["user", "reactivate", &bob_id]).await;
+    assert_eq!(back["suspended"], false);
+    let removed = json(&app, &owner, &["user", "remove", &bob_id]).await;
+    assert_eq!(
+        (&removed["user_id"], &removed["removed"]),
+        (&bob_id.clone().into(), &true.into())
+    );
+    let listed = json(&app, &owner, &["user", "list"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // API keys.
+    let ci = json(
+        &app,
+        &owner,
+        &[
+            "apikey",
+            "create",
+            "ci",
+            "--role",
+            "operator",
+            "--scope",
+            "job.run",
+            "--expires-in",
+            "30d",
+        ],
+    )
+    .await;
+    let ci_secret = ci["secret"].as_str().unwrap();
+    assert!(ci_secret.starts_with("coffer_"));
+    assert_eq!(
+        ci["key"]["display_prefix"].as_str().unwrap(),
+        &ci_secret[..12]
+    );
+    assert_eq!(ci["key"]["scopes"], serde_json::json!(["job.run"]));
+    let expires: chrono::DateTime<chrono::Utc> =
+        ci["key"]["expires_at"].as_str().unwrap().parse().unwrap();
+    let in_30_days = chrono::Utc::now() + chrono::Duration::days(30);
+    assert!((in_30_days - expires).num_seconds().abs() < 60, "{expires}");
+    let ci_id = ci["key"]["key_id"].as_str().unwrap().to_owned();
+    // The new key works.
+    let as_ci = json(&app, ci_secret, &["token", "exchange"]).await;
+    assert_eq!(
+        (&as_ci["org_id"], &as_ci["role"]),
+        (&org_id.clone().into(), &"operator".into())
+    );
+
+    // Without --json the secret is printed once, after a label saying so.
+    let human = stdout(
+        &coffer(
+            &app,
+            &owner,
+            &["apikey", "create", "deploy", "--role", "viewer"],
+        )
+        .await,
+    );
+    let lines: Vec<&str> = human.lines().collect();
+    let label = lines
+        .iter()
+        .position(|l| l.ends_with("secret (shown once, store it now):"))
+        .unwrap_or_else(|| panic!("no secret label in: {human}"));
+    assert!(lines[label + 1].starts_with("coffer_"), "{human}");
+    assert_eq!(
+        human.matches("coffer_").count(),
+        2,
+        "prefix in the table, secret once: {human}"
+    );
+
+    let keys = json(&app, &owner, &["apikey", "list"]).await;
+    let names: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"ci") && names.contains(&"deploy"));
+    assert!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("secret").is_none()),
+        "listing shows no secret"
+    );
+    let revoked = json(
+        &app,
+        &owner,
+        &["apikey", "revoke", &ci_id, "--reason", "leaked"],
+    )
+    .await;
+    assert_eq!(revoked["revoked"], true);
+}
+
+#[tokio::test]
+async fn the_cli_shows_an_access_token_only_when_asked() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = &acme.owner_key;
+
+    let plain = stdout(&coffer(&app, key, &["token", "exchange"]).await);
+    assert!(plain.contains("hidden; pass --show to print it"), "{plain}");
+    assert!(plain.contains(&acme.org.to_string()), "{plain}");
+    let doc = json(&app, key, &["token", "exchange"]).await;
+    assert!(doc.get("access_token").is_none(), "{doc}");
+    assert_eq!(doc["role"], "owner");
+
+    let shown = json(&app, key, &["token", "exchange", "--show"]).await;
+    let token = shown["access_token"].as_str().unwrap();
+    assert_eq!(token.split('.').count(), 3, "a compact JWS");
+    assert!(!plain.contains(token));
+
+    let jwks = json(&app, key, &["token", "jwks"]).await;
+    assert!(!jwks["keys"].as_array().unwrap().is_empty());
+    let table = stdout(&coffer(&app, key, &["token", "jwks"]).await);
+    assert!(table.starts_with("KID"), "{table}");
+    assert!(table.contains("EdDSA"), "{table}");
+}
+
+#[tokio::test]
+async fn cli_failures_are_one_line_and_never_show_the_key() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+
+    let bad_key = "coffer_0123456789abcdefghijklmnopqrstuvwxyzAB";
+    let out = coffer(&app, bad_key, &["user", "list"]).await;
+    assert_eq!(
+        failure_line(&out),
+        format!(
+            "coffer: connect to {}: unauthenticated: invalid credentials",
+            app.url()
+        )
+    );
+    let out = coffer(&app, bad_key, &["user", "list", "--api-key", bad_key]).await;
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(&bad_key[7..]));
+
+    let out = coffer(
+        &app,
+        &acme.owner_key,
+        &["user", "remove", &coffer_types::UserId::new().to_string()],
+    )
+    .await;
+    let line = failure_line(&out);
+    assert!(
+        line.starts_with("coffer: remove member: not found: "),
+        "{line}"
+    );
+
+    let out = coffer(
+        &app,
+        &acme.owner_key,
+        &["user", "set-role", &acme.owner_user_id, "viewer"],
+    )
+    .await;
+    assert_eq!(
+        failure_line(&out),
+        "coffer: change role: failed precondition: an org must keep at least one active owner"
+    );
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["org", "get", "--server", &app.url()])
+        .env_remove("COFFER_API_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        failure_line(&out),
+        "coffer: an API key is needed: pass --api-key or set COFFER_API_KEY"
+    );
+}

@@ -1,0 +1,699 @@
+//! `coffer-sdk` against the real server: every method, token refresh, retries, error mapping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use coffer_sdk::{
+    ApiKeyId, Client, ClientOptions, Code, Error, ExposeSecret, NewApiKey, OrgId, RetryPolicy,
+    Role, UserId,
+};
+use coffer_testkit::eventually;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::helpers::{TestApp, TestOrg, spawn_app};
+
+async fn connect(app: &TestApp, api_key: &str) -> Client {
+    Box::pin(Client::connect(&app.url(), api_key))
+        .await
+        .expect("connect")
+}
+
+async fn owner(app: &TestApp, org: &TestOrg) -> Client {
+    connect(app, &org.owner_key).await
+}
+
+#[tokio::test]
+async fn every_sdk_method_works_against_the_server() {
+    let app = spawn_app().await;
+    let platform = connect(&app, &app.platform_key).await;
+    assert_eq!(
+        (platform.org(), platform.role()),
+        (OrgId::PLATFORM, Role::Owner)
+    );
+
+    // Orgs.
+    let created = platform
+        .orgs()
+        .create("Acme", "Owner@Acme.test")
+        .await
+        .unwrap();
+    assert_eq!(created.org.name, "Acme");
+    assert_eq!(
+        (created.owner.email.as_str(), created.owner.role),
+        ("owner@acme.test", Role::Owner)
+    );
+    assert_eq!(created.owner_api_key.key.role, Role::Owner);
+    let secret = created.owner_api_key.secret.expose_secret().to_owned();
+    assert!(secret.starts_with("coffer_"));
+    assert_eq!(created.owner_api_key.key.display_prefix, secret[..12]);
+
+    let acme = Client::connect(&app.url(), secret).await.unwrap();
+    let org = acme.org();
+    assert_eq!(org, created.org.org_id);
+    assert_eq!(acme.role(), Role::Owner);
+    assert_eq!(acme.orgs().get(org).await.unwrap(), created.org);
+
+    // Members.
+    let members = acme.members();
+    let bob = members
+        .add(org, "bob@acme.test", Role::Operator)
+        .await
+        .unwrap();
+    assert_eq!((bob.role, bob.suspended), (Role::Operator, false));
+    let listed = members.list(org).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&bob));
+    let bob = members
+        .change_role(org, bob.user_id, Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(bob.role, Role::Admin);
+    let bob = members.suspend(org, bob.user_id, "on leave").await.unwrap();
+    assert!(bob.suspended);
+    let bob = members.reactivate(org, bob.user_id).await.unwrap();
+    assert!(!bob.suspended);
+    members.remove(org, bob.user_id).await.unwrap();
+    let listed = members.list(org).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].user_id, created.owner.user_id);
+
+    // API keys.
+    let expires_at = chrono::Utc::now() + chrono::Duration::days(30);
+    let ci = acme
+        .api_keys()
+        .create(
+            org,
+            NewApiKey::new("ci", Role::Operator)
+                .scope("job.run")
+                .expires_at(expires_at),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (ci.key.name.as_str(), ci.key.role, ci.key.scopes.as_slice()),
+        ("ci", Role::Operator, ["job.run".to_owned()].as_slice())
+    );
+    assert_eq!(
+        ci.key.expires_at.map(|t| t.timestamp_micros()),
+        Some(expires_at.timestamp_micros())
+    );
+    let as_ci = Client::connect(&app.url(), ci.secret.clone())
+        .await
+        .unwrap();
+    assert_eq!((as_ci.org(), as_ci.role()), (org, Role::Operator));
+    let keys = acme.api_keys().list(org).await.unwrap();
+    assert_eq!(keys.len(), 2, "the owner key and ci");
+    let listed_ci = keys.iter().find(|k| k.key_id == ci.key.key_id).unwrap();
+    assert!(listed_ci.last_used_at.is_some(), "connecting exchanged it");
+    let revoked = acme
+        .api_keys()
+        .revoke(org, ci.key.key_id, "rotated")
+        .await
+        .unwrap();
+    assert!(revoked.revoked);
+
+    // Tokens.
+    let token = acme.tokens().exchange().await.unwrap();
+    assert_eq!((token.org_id, token.role), (org, Role::Owner));
+    let lifetime = token.expires_at - chrono::Utc::now();
+    assert!(
+        (290..=300).contains(&lifetime.num_seconds()),
+        "{lifetime:?}"
+    );
+    assert_ne!(
+        token.token.expose_secret(),
+        "",
+        "a token usable outside the SDK"
+    );
+    let jwks = acme.tokens().jwks().await.unwrap();
+    assert!(!jwks.keys.is_empty());
+    assert!(
+        jwks.keys
+            .iter()
+            .all(|k| k.kty == "OKP" && k.crv.as_deref() == Some("Ed25519"))
+    );
+    let kid = jwt_kid(token.token.expose_secret());
+    assert!(
+        jwks.keys.iter().any(|k| k.kid == kid),
+        "{kid} not in {jwks:?}"
+    );
+
+    // Diagnostics.
+    let sent = acme.diagnostics().send_probe(org, "hello").await.unwrap();
+    assert_eq!(sent.version, 1);
+    let probe = eventually("the probe is observed", Duration::from_secs(10), || {
+        let acme = acme.clone();
+        async move {
+            let probe = acme
+                .diagnostics()
+                .get_probe(org, sent.probe_id)
+                .await
+                .unwrap();
+            probe.observed_at.is_some().then_some(probe)
+        }
+    })
+    .await;
+    assert_eq!(
+        (probe.note.as_str(), probe.probes_sent, probe.published),
+        ("hello", 1, true)
+    );
+    assert!(probe.stream_sequence.is_some());
+}
+
+/// The `kid` in a JWT's header.
+fn jwt_kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let (mut bits, mut n, mut json) = (0u32, 0, Vec::new());
+    for c in header.bytes() {
+        bits = (bits << 6) | alphabet.iter().position(|&a| a == c).unwrap() as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            json.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    let header: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn server_errors_arrive_as_typed_variants_with_the_servers_message() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    let client = owner(&app, &acme).await;
+    let org = acme.org;
+
+    let err = client
+        .members()
+        .add(org, "not an email", Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::InvalidArgument {
+            message: "email must be an address like name@example.com of at most 254 bytes".into()
+        }
+    );
+    assert_eq!(err.code(), Some(Code::InvalidArgument));
+
+    client
+        .members()
+        .add(org, "bob@acme.test", Role::Viewer)
+        .await
+        .unwrap();
+    let err = client
+        .members()
+        .add(org, "bob@acme.test", Role::Viewer)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+
+    // Another tenant's org, an unknown member, an unknown key: all NOT_FOUND.
+    for err in [
+        client.orgs().get(other.org).await.unwrap_err(),
+        client
+            .members()
+            .remove(org, UserId::new())
+            .await
+            .unwrap_err(),
+        client
+            .api_keys()
+            .revoke(org, ApiKeyId::new(), "x")
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    }
+
+    let owner_id: UserId = acme.owner_user_id.parse().unwrap();
+    let err = client
+        .members()
+        .change_role(org, owner_id, Role::Viewer)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::FailedPrecondition {
+            message: "an org must keep at least one active owner".into()
+        }
+    );
+
+    let viewer = client
+        .api_keys()
+        .create(org, NewApiKey::new("read only", Role::Viewer))
+        .await
+        .unwrap();
+    let as_viewer = Client::connect(&app.url(), viewer.secret.clone())
+        .await
+        .unwrap();
+    let err = as_viewer
+        .api_keys()
+        .create(org, NewApiKey::new("escalate", Role::Viewer))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::PermissionDenied {
+            message: "permission api_key.manage is required".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "permission denied: permission api_key.manage is required"
+    );
+
+    // A refused key: UNAUTHENTICATED, and neither the error nor its Debug shows the key.
+    let bad_key = "coffer_0123456789abcdefghijklmnopqrstuvwxyzAB";
+    let err = Client::connect(&app.url(), bad_key).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::Unauthenticated {
+            message: "invalid credentials".into()
+        }
+    );
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(!text.contains(bad_key), "{text}");
+    }
+    let err = Client::connect("127.0.0.1:7443", bad_key)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidEndpoint { .. }), "{err:?}");
+    assert_eq!(err.code(), None);
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_output() {
+    let app = spawn_app().await;
+    let platform = connect(&app, &app.platform_key).await;
+    let created = platform.orgs().create("Acme", "o@acme.test").await.unwrap();
+    let secret = created.owner_api_key.secret.expose_secret().to_owned();
+    let client = Client::connect(&app.url(), secret.clone()).await.unwrap();
+    let token = client.tokens().exchange().await.unwrap();
+    let jwt = token.token.expose_secret().to_owned();
+    for debug in [
+        format!("{created:?}"),
+        format!("{client:?}"),
+        format!("{platform:?}"),
+        format!("{token:?}"),
+    ] {
+        for secret in [&secret, &app.platform_key, &jwt] {
+            // The display prefix is public; nothing past it may show.
+            assert!(!debug.contains(&secret[10..]), "{debug}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_token_is_refreshed_before_it_expires() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let direct = owner(&app, &acme).await;
+    let key = direct
+        .api_keys()
+        .create(acme.org, NewApiKey::new("watched", Role::Viewer))
+        .await
+        .unwrap();
+    // Every exchange of the key is recorded as its last use.
+    let last_used = || {
+        let direct = direct.clone();
+        async move {
+            direct
+                .api_keys()
+                .list(acme.org)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|k| k.key_id == key.key.key_id)
+                .and_then(|k| k.last_used_at)
+                .expect("exchanged at connect")
+        }
+    };
+
+    // The default margin (60 s of a 5-minute token): calls reuse the token.
+    let client = Client::connect(&app.url(), key.secret.clone())
+        .await
+        .unwrap();
+    let connected = last_used().await;
+    client.members().list(acme.org).await.unwrap();
+    client.orgs().get(acme.org).await.unwrap();
+    assert_eq!(last_used().await, connected, "no exchange");
+
+    // A margin longer than the lifetime: every call finds its token due and refreshes it.
+    let eager = ClientOptions::new()
+        .refresh_margin(Duration::from_secs(600))
+        .connect(&app.url(), key.secret.clone())
+        .await
+        .unwrap();
+    let mut uses = vec![last_used().await];
+    for _ in 0..3 {
+        eager.members().list(acme.org).await.unwrap();
+        uses.push(last_used().await);
+    }
+    assert!(
+        uses.windows(2).all(|w| w[0] < w[1]),
+        "each call exchanged the key first: {uses:?}"
+    );
+    assert!(eager.token_expires_at() > chrono::Utc::now());
+
+    // Concurrent callers on a due token all get through.
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let eager = eager.clone();
+            let org = acme.org;
+            tokio::spawn(async move { eager.members().list(org).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_keys_client_refreshes_once_then_reports_the_refusal() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let client = owner(&app, &acme).await;
+    let ci = client
+        .api_keys()
+        .create(acme.org, NewApiKey::new("ci", Role::Operator))
+        .await
+        .unwrap();
+    let as_ci = Client::connect(&app.url(), ci.secret.clone())
+        .await
+        .unwrap();
+    as_ci
+        .diagnostics()
+        .send_probe(acme.org, "ok")
+        .await
+        .unwrap();
+    client
+        .api_keys()
+        .revoke(acme.org, ci.key.key_id, "leaked")
+        .await
+        .unwrap();
+    // The token is refused once the revocation propagates; the SDK exchanges the key again,
+    // that fails too, and the server's reason for refusing the token is what the caller sees.
+    let err = eventually("the revoked key refused", Duration::from_secs(2), || {
+        let as_ci = as_ci.clone();
+        async move { as_ci.diagnostics().send_probe(acme.org, "x").await.err() }
+    })
+    .await;
+    assert_eq!(
+        err,
+        Error::Unauthenticated {
+            message: "access token refused: api key has been revoked".into()
+        }
+    );
+}
+
+/// A TCP proxy in front of the server that can misbehave.
+struct Proxy {
+    addr: SocketAddr,
+    mode: watch::Sender<Mode>,
+    /// Bumped to close every open connection.
+    cut: watch::Sender<u64>,
+    accepted: Arc<AtomicUsize>,
+    answers_lost: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Accept new connections and close them at once.
+    Drop,
+    /// Pass bytes both ways.
+    Forward,
+    /// Pass requests to the server, but from the server's next answer (HTTP/2 HEADERS
+    /// frame) on, pass nothing back on that connection.
+    LoseAnswers,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr, mode: Mode) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, _) = watch::channel(mode);
+        let (cut, _) = watch::channel(0);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let answers_lost = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (mode, cut) = (mode.clone(), cut.clone());
+            let (accepted, answers_lost) = (accepted.clone(), answers_lost.clone());
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    // Subscribed and read before the connection is counted, so a test that
+                    // saw the count rise knows how this connection is treated.
+                    let (mode, cut) = (mode.subscribe(), cut.subscribe());
+                    let drop_it = *mode.borrow() == Mode::Drop;
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    if !drop_it {
+                        tokio::spawn(relay(client, upstream, mode, cut, answers_lost.clone()));
+                    }
+                }
+            }
+        });
+        Self {
+            addr,
+            mode,
+            cut,
+            accepted,
+            answers_lost,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes how new connections, and answers on open ones, are treated.
+    fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Closes every open connection.
+    fn cut(&self) {
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn answers_lost(&self) -> usize {
+        self.answers_lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut();
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mode: watch::Receiver<Mode>,
+    mut cut: watch::Receiver<u64>,
+    answers_lost: Arc<AtomicUsize>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = tokio::io::copy(&mut client_read, &mut server_write);
+    let down = forward_answers(&mut server_read, &mut client_write, &mode, &answers_lost);
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        _ = cut.changed() => {}
+    }
+}
+
+/// Forwards the server's HTTP/2 frames until, in [`Mode::LoseAnswers`], a HEADERS frame
+/// starts an answer; from there on, drops everything.
+async fn forward_answers(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mode: &watch::Receiver<Mode>,
+    answers_lost: &AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HEADERS: u8 = 0x1;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut losing = false;
+    loop {
+        let n = from.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if losing {
+            continue;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        // A frame: 3-byte length, type, flags, 4-byte stream id, payload.
+        while buf.len() >= 9 {
+            if buf[3] == HEADERS && *mode.borrow() == Mode::LoseAnswers {
+                losing = true;
+                answers_lost.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let frame: Vec<u8> = buf.drain(..9 + len).collect();
+            to.write_all(&frame).await?;
+        }
+    }
+}
+
+fn patient() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(1000)
+        .initial_backoff(Duration::from_millis(5))
+        .max_backoff(Duration::from_millis(50))
+        .deadline(Some(Duration::from_secs(30)))
+}
+
+#[tokio::test]
+async fn connect_retries_until_the_server_answers() {
+    let app = spawn_app().await;
+    let proxy = Proxy::start(app.addr, Mode::Drop).await;
+    let connecting = tokio::spawn({
+        let (url, key) = (proxy.url(), app.platform_key.clone());
+        async move {
+            ClientOptions::new()
+                .retry(patient())
+                .connect(&url, key)
+                .await
+        }
+    });
+    eventually("two failed attempts", Duration::from_secs(10), || async {
+        (proxy.accepted() >= 2).then_some(())
+    })
+    .await;
+    proxy.set(Mode::Forward);
+    let client = connecting
+        .await
+        .unwrap()
+        .expect("connected once the server answered");
+    assert_eq!(client.org(), OrgId::PLATFORM);
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_fails_after_the_retry_budget() {
+    let app = spawn_app().await;
+    let proxy = Proxy::start(app.addr, Mode::Drop).await;
+    let err = ClientOptions::new()
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(3)
+                .initial_backoff(Duration::from_millis(1)),
+        )
+        .connect(&proxy.url(), app.platform_key.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Transport { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains(&app.platform_key[10..]));
+
+    // Nothing listening at all: the connection is refused, also retried.
+    let port = coffer_testkit::free_port();
+    let err = ClientOptions::new()
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(2)
+                .initial_backoff(Duration::from_millis(1)),
+        )
+        .connect(
+            &format!("http://127.0.0.1:{port}"),
+            app.platform_key.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport { attempts: 2, message } if message.contains("Connection refused")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_not_repeated_but_a_read_is() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let direct = owner(&app, &acme).await;
+    let proxy = Proxy::start(app.addr, Mode::Forward).await;
+    let client = ClientOptions::new()
+        .retry(patient())
+        .connect(&proxy.url(), acme.owner_key.clone())
+        .await
+        .unwrap();
+    let named = |name: &'static str| {
+        let direct = direct.clone();
+        async move {
+            direct
+                .api_keys()
+                .list(acme.org)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|k| k.name == name)
+                .count()
+        }
+    };
+
+    // The server creates the key and answers; the answer is lost; the connection breaks.
+    proxy.set(Mode::LoseAnswers);
+    let create = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .api_keys()
+                .create(acme.org, NewApiKey::new("lost answer", Role::Viewer))
+                .await
+        }
+    });
+    eventually("the answer is lost", Duration::from_secs(10), || async {
+        (proxy.answers_lost() == 1).then_some(())
+    })
+    .await;
+    // Were the SDK to repeat the write now, it would go through.
+    proxy.set(Mode::Forward);
+    proxy.cut();
+    let err = create.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::Transport { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert_eq!(named("lost answer").await, 1, "created exactly once");
+
+    // The same loss on a read: repeated, and the caller gets the answer.
+    proxy.set(Mode::LoseAnswers);
+    let list = tokio::spawn({
+        let client = client.clone();
+        async move { client.api_keys().list(acme.org).await }
+    });
+    eventually("the answer is lost", Duration::from_secs(10), || async {
+        (proxy.answers_lost() == 2).then_some(())
+    })
+    .await;
+    proxy.set(Mode::Forward);
+    proxy.cut();
+    let keys = list.await.unwrap().expect("the read was repeated");
+    assert_eq!(keys.len(), 2);
+}
