@@ -3,14 +3,17 @@
 //! NATS, a fresh database per run through `coffer-testkit`).
 //!
 //! This library holds what the benchmarks share: a small event-sourced service of their own
-//! ([`meter`], with its migrations in `loadtests/migrations/`) and the arithmetic of reporting
-//! ([`report`]).
+//! ([`meter`], with its migrations in `loadtests/migrations/`), load generators ([`load`]),
+//! the facts printed about where a run happened ([`facts`]) and the arithmetic and layout of
+//! reporting ([`report`]).
 
+pub mod facts;
 pub mod load;
 pub mod meter;
 pub mod report;
 
 use coffer_db::{Schema, ServiceName};
+use coffer_testkit::TestDb;
 
 /// The benchmarks' own service: schema `coffer_bench`, roles `coffer_bench` and
 /// `coffer_bench_relay`.
@@ -24,3 +27,23 @@ pub const SCHEMAS: &[Schema] = &[Schema {
     service: SERVICE,
     migrators: &[&coffer_eventstore::MIGRATOR, &BENCH_MIGRATOR],
 }];
+
+/// Drops a benchmark's database, forcing off any connection still open; a failure only leaves
+/// it behind, with a warning.
+pub async fn drop_database(t: &TestDb) {
+    let url = coffer_testkit::superuser_url();
+    match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => {
+            let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", t.name))
+                .execute(&pool)
+                .await;
+            if let Err(e) = dropped {
+                tracing::warn!(database = %t.name, error = %e, "could not drop the benchmark database");
+            }
+            pool.close().await;
+        }
+        Err(e) => {
+            tracing::warn!(database = %t.name, error = %e, "could not drop the benchmark database");
+        }
+    }
+}

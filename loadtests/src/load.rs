@@ -1,5 +1,6 @@
-//! Load generators: closed-loop writers (as fast as they can, within a budget) and paced
-//! writers (a fixed total rate, open loop).
+//! Load generators: closed-loop writers (as fast as they can, within a budget), paced
+//! writers (a fixed total rate, open loop), and alternating clients (an operation and its
+//! reference, turn about, for latencies measured under the same conditions).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +49,32 @@ pub struct Run {
     pub latency: Histogram<u64>,
 }
 
+impl Run {
+    /// Nothing yet, to [`absorb`](Self::absorb) rounds into.
+    pub fn empty() -> Self {
+        Self {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            latency: latency_histogram(),
+        }
+    }
+
+    /// Adds `other`'s operations, time and latencies: for a case measured in several rounds.
+    pub fn absorb(&mut self, other: Run) {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latency
+            .add(other.latency)
+            .expect("every histogram has the same bounds");
+    }
+}
+
+/// Splits `ops` into `rounds` near-equal, non-empty parts (fewer when `ops < rounds`).
+pub fn rounds(ops: u64, rounds: u64) -> impl Iterator<Item = u64> {
+    let rounds = rounds.clamp(1, ops.max(1));
+    (0..rounds).map(move |r| ops / rounds + u64::from(r < ops % rounds))
+}
+
 /// Runs `writers` tasks, each calling its own operation back to back until `budget` is spent.
 ///
 /// `make_writer(i)` builds writer `i`'s operation: a closure that owns the writer's state and
@@ -80,11 +107,7 @@ where
             anyhow::Ok((ops, latency))
         });
     }
-    let mut run = Run {
-        ops: 0,
-        elapsed: Duration::ZERO,
-        latency: latency_histogram(),
-    };
+    let mut run = Run::empty();
     while let Some(joined) = tasks.join_next().await {
         let (ops, latency) = joined.context("join a writer task")??;
         run.ops += ops;
@@ -93,6 +116,78 @@ where
             .expect("every histogram has the same bounds");
     }
     run.elapsed = start.elapsed();
+    Ok(run)
+}
+
+/// Latencies of an operation and of its reference, measured turn about.
+#[derive(Debug)]
+pub struct Alternated {
+    /// Pairs completed, all clients together.
+    pub pairs: u64,
+    /// Latency of each measured operation, microseconds.
+    pub measured: Histogram<u64>,
+    /// Latency of each reference operation, microseconds.
+    pub reference: Histogram<u64>,
+}
+
+/// Runs `clients` tasks, each doing `pairs / clients` (rounded up) pairs of its measured
+/// operation and its reference operation back to back, the order swapped every pair so neither
+/// always runs on the other's warm caches. Whatever disturbs one half of a pair (other work on
+/// the host, a checkpoint, a GC in the database) disturbs the other as much, so the ratio of
+/// the two is steadier than either figure.
+///
+/// `make_client(i)` builds client `i`'s two operations, as for [`closed_loop`]. The first
+/// failing operation fails the run.
+pub async fn alternating<M, A, FutA, B, FutB>(
+    clients: usize,
+    pairs: u64,
+    mut make_client: M,
+) -> anyhow::Result<Alternated>
+where
+    M: FnMut(usize) -> (A, B),
+    A: FnMut() -> FutA + Send + 'static,
+    FutA: Future<Output = anyhow::Result<()>> + Send + 'static,
+    B: FnMut() -> FutB + Send + 'static,
+    FutB: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    anyhow::ensure!(clients > 0, "alternating needs clients");
+    let per_client = pairs.div_ceil(clients as u64);
+    let mut tasks = JoinSet::new();
+    for i in 0..clients {
+        let (mut measured_op, mut reference_op) = make_client(i);
+        tasks.spawn(async move {
+            let (mut measured, mut reference) = (latency_histogram(), latency_histogram());
+            for n in 0..per_client {
+                let swap = n % 2 == 1;
+                for turn in [swap, !swap] {
+                    let t = Instant::now();
+                    if turn {
+                        measured_op().await?;
+                        measured.saturating_record(micros(t.elapsed()));
+                    } else {
+                        reference_op().await?;
+                        reference.saturating_record(micros(t.elapsed()));
+                    }
+                }
+            }
+            anyhow::Ok((per_client, measured, reference))
+        });
+    }
+    let mut run = Alternated {
+        pairs: 0,
+        measured: latency_histogram(),
+        reference: latency_histogram(),
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (pairs, measured, reference) = joined.context("join an alternating client")??;
+        run.pairs += pairs;
+        run.measured
+            .add(measured)
+            .expect("every histogram has the same bounds");
+        run.reference
+            .add(reference)
+            .expect("every histogram has the same bounds");
+    }
     Ok(run)
 }
 
@@ -249,4 +344,16 @@ where
         total.gave_up |= run.gave_up;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_split_every_operation_once() {
+        assert_eq!(rounds(10, 4).collect::<Vec<_>>(), [3, 3, 2, 2]);
+        assert_eq!(rounds(2, 4).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(rounds(5, 0).collect::<Vec<_>>(), [5]);
+    }
 }

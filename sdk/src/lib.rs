@@ -60,6 +60,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod api;
 mod client;
 mod error;

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -89,9 +90,13 @@ pub(crate) struct Tokens {
     /// The token requests are sent with. Replaced, never mutated, by a refresh; the lock is
     /// only held to clone or swap the `Arc`.
     current: RwLock<Arc<Token>>,
+    /// Refresh attempts finished, successful or not. Read before waiting for `refreshing`, so
+    /// a caller can tell that an attempt ran while it waited.
+    attempts: AtomicU64,
     /// Held for the whole of an exchange, so callers that find the token stale at the same
-    /// time wait for one refresh instead of each exchanging the key.
-    refreshing: tokio::sync::Mutex<()>,
+    /// time wait for one refresh instead of each exchanging the key. Holds the error of the
+    /// last attempt if it failed, which the callers that waited for it get too.
+    refreshing: tokio::sync::Mutex<Option<Error>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -114,7 +119,8 @@ impl Tokens {
             exchange,
             margin,
             current: RwLock::new(Arc::new(first)),
-            refreshing: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            refreshing: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -143,25 +149,44 @@ impl Tokens {
         }
     }
 
-    /// Replaces the token of generation `stale` with a fresh one. If another caller already
-    /// replaced it, returns theirs without another exchange.
+    /// Replaces the token of generation `stale` with a fresh one. If another caller replaced
+    /// it meanwhile, returns theirs; if another caller's attempt failed while this one waited,
+    /// returns that error. Either way without another exchange.
     pub(crate) async fn refresh(&self, stale: u64) -> Result<Arc<Token>, Error> {
-        let _one_at_a_time = self.refreshing.lock().await;
+        let seen = self.attempts.load(Ordering::SeqCst);
+        let mut last_error = self.refreshing.lock().await;
         let token = self.current();
         if token.generation != stale {
             return Ok(token);
         }
-        let fresh = Arc::new(Token::new(
-            self.exchange.exchange().await?,
-            stale + 1,
-            self.margin,
-        )?);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
-        tracing::debug!(expires_at = %fresh.expires_at, "access token refreshed");
-        Ok(fresh)
+        if self.attempts.load(Ordering::SeqCst) != seen
+            && let Some(e) = last_error.as_ref()
+        {
+            return Err(e.clone());
+        }
+        let fresh = async {
+            let access = self.exchange.exchange().await?;
+            Token::new(access, stale + 1, self.margin).map(Arc::new)
+        }
+        .await;
+        let result = match fresh {
+            Ok(fresh) => {
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+                tracing::debug!(expires_at = %fresh.expires_at, "access token refreshed");
+                *last_error = None;
+                Ok(fresh)
+            }
+            Err(e) => {
+                *last_error = Some(e.clone());
+                Err(e)
+            }
+        };
+        // After the new token is visible: a caller that sees the count move sees the token.
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        result
     }
 }
 
@@ -180,6 +205,8 @@ pub(crate) mod tests {
         pub(crate) first: chrono::Duration,
         pub(crate) later: chrono::Duration,
         pub(crate) fail_after: u32,
+        /// If set, a failing exchange waits until the gate has a permit before failing.
+        pub(crate) gate: Option<Arc<tokio::sync::Semaphore>>,
     }
 
     impl FakeExchange {
@@ -189,6 +216,7 @@ pub(crate) mod tests {
                 first: chrono::Duration::seconds(first_secs),
                 later: chrono::Duration::seconds(later_secs),
                 fail_after: u32::MAX,
+                gate: None,
             }
         }
     }
@@ -198,10 +226,13 @@ pub(crate) mod tests {
             &self,
         ) -> Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send + '_>> {
             Box::pin(async move {
+                let n = self.count.fetch_add(1, Ordering::SeqCst);
                 // Let other callers run while this exchange is "on the wire".
                 tokio::task::yield_now().await;
-                let n = self.count.fetch_add(1, Ordering::SeqCst);
                 if n >= self.fail_after {
+                    if let Some(gate) = &self.gate {
+                        drop(gate.acquire().await);
+                    }
                     return Err(Error::Unavailable {
                         message: "down".into(),
                         attempts: 1,
@@ -246,6 +277,33 @@ pub(crate) mod tests {
             2,
             "the first exchange and one refresh"
         );
+    }
+
+    #[tokio::test]
+    async fn callers_that_waited_on_a_failed_refresh_get_its_error_without_retrying() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut exchange = FakeExchange::new(-1, 300);
+        exchange.fail_after = 1;
+        exchange.gate = Some(gate.clone());
+        let count = exchange.count.clone();
+        let tokens = Tokens::new(Box::new(exchange), None).await.unwrap();
+
+        // The first caller starts a refresh that hangs; the others queue behind it.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut callers: Vec<_> = (0..8).map(|_| Box::pin(tokens.get())).collect();
+        for caller in &mut callers {
+            assert!(caller.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 2, "one refresh under way");
+        gate.add_permits(1);
+        for caller in callers {
+            assert!(matches!(caller.await, Err(Error::Unavailable { .. })));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 2, "nobody tried again");
+
+        // A later call is a new attempt.
+        assert!(tokens.get().await.is_err());
+        assert_eq!(count.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -44,7 +44,10 @@ pub mod token;
 
 pub use bearer::Authenticator;
 pub use caller::Caller;
-pub use permission::{ParsePermissionError, Permission, allows, can_change_member, roles_allowed};
+pub use permission::{
+    ParsePermissionError, Permission, allows, can_change_member, is_valid_scope, roles_allowed,
+    scope_allows,
+};
 pub use principal::{AGENT_PERMISSIONS, Denied, Principal, authorize};
 pub use role::{ParseRoleError, Role};
 pub use rpc::{is_public_rpc, rpc_permission};

@@ -372,7 +372,25 @@ struct Inner {
     fetching: tokio::sync::Mutex<()>,
 }
 
+/// The `iss` an ID token claims, read without verifying anything, only to choose which
+/// configured provider's [`Verifier`] to verify it with (which then checks `iss` for real).
+pub fn claimed_issuer(id_token: &str) -> Option<String> {
+    let parsed = crate::jws::parse(id_token, MAX_ID_TOKEN_BYTES).ok()?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    serde_json::from_slice::<Iss>(&parsed.payload)
+        .ok()
+        .map(|c| c.iss)
+}
+
 impl Verifier {
+    /// The issuer exactly as the provider's discovery document spells it.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
     /// Validates `config`, fetches the provider's discovery document, checks that it names the
     /// configured issuer, and fetches its JWKS. Fails if any step does, so a misconfigured
     /// provider stops the service at boot.

@@ -167,6 +167,37 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
     }
 }
 
+/// Whether an API key with `scopes` may use `permission` (its role permitting). Empty scopes
+/// leave the role whole; otherwise a scope names the permission (`audit.read`), every
+/// permission of a resource (`job.*`), or everything (`*`).
+pub fn scope_allows(scopes: &[String], permission: Permission) -> bool {
+    scopes.is_empty()
+        || scopes.iter().any(|scope| {
+            scope == "*"
+                || scope == permission.as_str()
+                || scope.strip_suffix(".*").is_some_and(|resource| {
+                    permission
+                        .as_str()
+                        .strip_prefix(resource)
+                        .is_some_and(|rest| rest.starts_with('.'))
+                })
+        })
+}
+
+/// Whether `scope` means something: a permission name, `<resource>.*` for a resource that has
+/// permissions, or `*`.
+pub fn is_valid_scope(scope: &str) -> bool {
+    scope == "*"
+        || scope.parse::<Permission>().is_ok()
+        || scope.strip_suffix(".*").is_some_and(|resource| {
+            Permission::ALL.iter().any(|p| {
+                p.as_str()
+                    .strip_prefix(resource)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+        })
+}
+
 /// Whether `role` holds `permission`, per [`roles_allowed`].
 pub fn allows(role: Role, permission: Permission) -> bool {
     roles_allowed(permission).contains(&role)
@@ -302,6 +333,32 @@ diagnostics.probe        x x x . .
             Permission::RecoveryKeyExport,
         ] {
             assert!(!allows(Operator, p), "operator holds {p}");
+        }
+    }
+
+    #[test]
+    fn scopes_narrow_a_key_to_named_permissions_resources_or_everything() {
+        let scopes = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(scope_allows(&[], Permission::MemberManage));
+        assert!(scope_allows(&scopes(&["*"]), Permission::MemberManage));
+        assert!(scope_allows(&scopes(&["job.*"]), Permission::JobRun));
+        assert!(scope_allows(
+            &scopes(&["audit.read"]),
+            Permission::AuditRead
+        ));
+        assert!(!scope_allows(
+            &scopes(&["audit.read"]),
+            Permission::AuditExport
+        ));
+        assert!(!scope_allows(&scopes(&["job.*"]), Permission::RestoreRun));
+        // A resource prefix must end at a dot: `api.*` is not `api_key.*`.
+        assert!(!is_valid_scope("api.*"));
+        assert!(!scope_allows(&scopes(&["api.*"]), Permission::ApiKeyRead));
+        for valid in ["*", "job.*", "api_key.read", "audit.export"] {
+            assert!(is_valid_scope(valid), "{valid}");
+        }
+        for invalid in ["", "job", "jobs.*", "job.delete", "**"] {
+            assert!(!is_valid_scope(invalid), "{invalid}");
         }
     }
 

@@ -1,6 +1,6 @@
 use coffer_types::{Actor, ActorKind, AgentId, ApiKeyId, OrgId, UserId};
 
-use crate::{Permission, Role, allows};
+use crate::{Permission, Role, allows, scope_allows};
 
 /// An authenticated caller (DESIGN.md §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum Principal {
         org: OrgId,
         /// The role the key acts with.
         role: Role,
+        /// Scopes narrowing the role (see [`crate::scope_allows`]); empty: the whole role.
+        scopes: Vec<String>,
     },
     /// An enrolled agent, authenticated by its mTLS certificate. Holds only
     /// [`Permission::CrlRead`].
@@ -91,16 +93,28 @@ pub const AGENT_PERMISSIONS: &[Permission] = &[Permission::CrlRead, Permission::
 /// Whether `principal` may use `permission` in `org`.
 ///
 /// Tenancy is checked first: a principal of another org gets [`Denied::NotFound`] whatever
-/// the permission. Users and API keys are then judged by their role through [`allows`];
+/// the permission. Users and API keys are then judged by their role through [`allows`], API
+/// keys also by their scopes through [`scope_allows`];
 /// agents hold only [`AGENT_PERMISSIONS`]; services are internal and allowed everything.
 pub fn authorize(principal: &Principal, org: OrgId, permission: Permission) -> Result<(), Denied> {
     let held = match principal {
         Principal::Service { .. } => return Ok(()),
-        Principal::User { org: own, role, .. } | Principal::ApiKey { org: own, role, .. } => {
+        Principal::User { org: own, role, .. } => {
             if *own != org {
                 return Err(Denied::NotFound);
             }
             allows(*role, permission)
+        }
+        Principal::ApiKey {
+            org: own,
+            role,
+            scopes,
+            ..
+        } => {
+            if *own != org {
+                return Err(Denied::NotFound);
+            }
+            allows(*role, permission) && scope_allows(scopes, permission)
         }
         Principal::Agent { org: own, .. } => {
             if *own != org {
@@ -136,7 +150,29 @@ mod tests {
             key_id: KEY,
             org,
             role,
+            scopes: vec![],
         }
+    }
+
+    #[test]
+    fn an_api_keys_scopes_narrow_its_role_and_never_widen_it() {
+        let a = OrgId::new();
+        let scoped = Principal::ApiKey {
+            key_id: KEY,
+            org: a,
+            role: Role::Operator,
+            scopes: vec!["job.*".into(), "audit.read".into()],
+        };
+        assert_eq!(authorize(&scoped, a, Permission::JobRun), Ok(()));
+        // In scope but not in the role: still refused.
+        assert!(authorize(&scoped, a, Permission::AuditRead).is_err());
+        // In the role but not in scope: refused.
+        assert_eq!(
+            authorize(&scoped, a, Permission::DatabaseRead),
+            Err(Denied::Forbidden {
+                permission: Permission::DatabaseRead
+            })
+        );
     }
 
     fn agent(org: OrgId) -> Principal {

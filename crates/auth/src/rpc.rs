@@ -90,11 +90,12 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
 ];
 
 /// Coffer methods that take no bearer credentials because the request itself carries them
-/// (an API key to exchange, an enrollment token) or because they publish public material
+/// (an API key or an ID token to exchange, an enrollment token) or because they publish public material
 /// (the JWKS). Each one
 /// checks what it is given itself.
 const PUBLIC_METHODS: &[&str] = &[
     "/coffer.enrollment.v1.TokenService/Exchange",
+    "/coffer.enrollment.v1.TokenService/ExchangeOidc",
     "/coffer.enrollment.v1.TokenService/GetJwks",
     "/coffer.enrollment.v1.AgentService/Enroll",
 ];

@@ -229,6 +229,7 @@ impl AccessClaims {
                 key_id,
                 org: self.org,
                 role: self.role,
+                scopes: self.scopes.clone(),
             },
             Subject::User(user_id) => Principal::User {
                 user_id,
@@ -557,7 +558,8 @@ mod tests {
             Principal::ApiKey {
                 key_id: key,
                 org,
-                role: Role::Operator
+                role: Role::Operator,
+                scopes: vec!["backup.read".into()],
             }
         );
         assert_eq!(

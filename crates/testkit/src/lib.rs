@@ -5,6 +5,8 @@
 //! Tests run through `cargo xtask test`, which exports where the stack is. Run directly, they
 //! fail at once with a message saying so, rather than passing without the thing they test.
 
+pub mod idp;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -24,6 +24,7 @@ use coffer_db::{Database, TenantTx};
 use coffer_eventstore::{
     Consumer, ConsumerConfig, Delivery, EventStore, Handler, HandlerError, Relay, RelayConfig,
 };
+use coffer_loadtests::facts::{HostLoad, PostgresFacts};
 use coffer_loadtests::load::{self, Budget, Pacing, Phase};
 use coffer_loadtests::meter::{self, Meter};
 use coffer_loadtests::report::{Percentiles, latency_histogram, per_second, round2};
@@ -128,12 +129,10 @@ async fn main() -> anyhow::Result<()> {
     })
     .context("initialise telemetry")?;
 
-    let server = server_facts().await?;
+    let server = PostgresFacts::read().await?;
     println!(
-        "eventstore bench: postgres {} (fsync={}, synchronous_commit={}), payload {} B, {} event(s) per aggregate",
-        server.version,
-        server.fsync,
-        server.synchronous_commit,
+        "eventstore bench: {}, payload {} B, {} event(s) per aggregate",
+        server.line(),
         args.payload_bytes,
         args.events_per_aggregate
     );
@@ -142,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
         "host: {} cpus, load average {} at start (other work on the host skews every figure)",
         host.cpus, host.load_average
     );
-    if server.fsync == "off" || server.synchronous_commit == "off" {
+    if server.commits_skip_the_disk() {
         println!(
             "note: commits do not wait for the disk here; figures measure CPU and round trips"
         );
@@ -150,12 +149,8 @@ async fn main() -> anyhow::Result<()> {
 
     let mut summary = json!({
         "bench": "eventstore",
-        "postgres": {
-            "version": server.version,
-            "fsync": server.fsync,
-            "synchronous_commit": server.synchronous_commit,
-        },
-        "host": {"cpus": host.cpus, "load_average": host.load_average},
+        "postgres": server.json(),
+        "host": host.json(),
         "payload_bytes": args.payload_bytes,
         "events_per_aggregate": args.events_per_aggregate,
     });
@@ -176,53 +171,6 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How busy the benchmark's host is: figures taken next to a compiler are not comparable.
-struct HostLoad {
-    cpus: usize,
-    /// The 1-minute load average, or "unknown" off Linux.
-    load_average: String,
-}
-
-impl HostLoad {
-    fn now() -> Self {
-        Self {
-            cpus: std::thread::available_parallelism().map_or(0, usize::from),
-            load_average: std::fs::read_to_string("/proc/loadavg")
-                .ok()
-                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-                .unwrap_or_else(|| "unknown".to_owned()),
-        }
-    }
-}
-
-struct ServerFacts {
-    version: String,
-    fsync: String,
-    synchronous_commit: String,
-}
-
-async fn server_facts() -> anyhow::Result<ServerFacts> {
-    let pool = sqlx::PgPool::connect(&coffer_testkit::superuser_url())
-        .await
-        .context("connect to the stack's postgres")?;
-    let show = |setting: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>(&format!("SHOW {setting}"))
-                .fetch_one(&pool)
-                .await
-                .with_context(|| format!("read {setting}"))
-        }
-    };
-    let facts = ServerFacts {
-        version: show("server_version").await?,
-        fsync: show("fsync").await?,
-        synchronous_commit: show("synchronous_commit").await?,
-    };
-    pool.close().await;
-    Ok(facts)
-}
-
 /// A fresh migrated database and the benchmark service's store on a pool of `connections`.
 async fn fresh_store(connections: usize) -> anyhow::Result<(TestDb, EventStore)> {
     let t = TestDb::migrated(SCHEMAS).await;
@@ -234,19 +182,10 @@ async fn fresh_store(connections: usize) -> anyhow::Result<(TestDb, EventStore)>
     Ok((t, EventStore::new(db, vec![Arc::new(meter::Totals)])))
 }
 
-/// Drops a benchmark database once its pools are closed; a failure only leaves it behind.
+/// Drops a benchmark database once its pool is closed.
 async fn drop_database(t: &TestDb, store: EventStore) {
     store.db().pool().close().await;
-    let url = coffer_testkit::superuser_url();
-    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-        let dropped = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", t.name))
-            .execute(&pool)
-            .await;
-        if let Err(e) = dropped {
-            tracing::warn!(database = %t.name, error = %e, "could not drop the benchmark database");
-        }
-        pool.close().await;
-    }
+    coffer_loadtests::drop_database(t).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -148,6 +148,7 @@ pub struct Enrollment {
     pub(crate) tokens: Arc<Tokens>,
     pub(crate) pki: Arc<Pki>,
     pub(crate) publisher: Publisher,
+    pub(crate) oidc: Vec<coffer_auth::oidc::Verifier>,
 }
 
 /// The projections this service maintains (also used by `coffer admin rebuild-projections`).
@@ -172,7 +173,14 @@ impl Enrollment {
             tokens,
             pki,
             publisher,
+            oidc: Vec::new(),
         }
+    }
+
+    /// The same application, also signing in users of these identity providers.
+    pub fn with_identity_providers(mut self, providers: Vec<coffer_auth::oidc::Verifier>) -> Self {
+        self.oidc = providers;
+        self
     }
 
     /// Publishes the access-token key set and every CA certificate (at boot; new orgs'
@@ -574,6 +582,73 @@ pub async fn init_platform(
         &actor,
     )
     .await
+}
+
+impl Enrollment {
+    /// Exchanges an ID token of a configured identity provider for an access token of the
+    /// user. The provider's groups decide the role (and the member's recorded role follows
+    /// them); a first sign-in adds the user as a member; a suspended member is refused.
+    pub async fn exchange_oidc(&self, id_token: &str) -> Result<IssuedToken, Error> {
+        let refused = |why: &str| Error::TokenRefused(format!("id token refused: {why}"));
+        let claimed = coffer_auth::oidc::claimed_issuer(id_token)
+            .ok_or_else(|| refused("it is not a JWT with an issuer"))?;
+        let provider = self
+            .oidc
+            .iter()
+            .find(|p| p.issuer() == claimed)
+            .ok_or_else(|| refused("its issuer is not a configured identity provider"))?;
+        let identity = provider
+            .verify(id_token, std::time::SystemTime::now())
+            .await
+            .map_err(|e| refused(&e.to_string()))?;
+        let email = identity
+            .email
+            .ok_or_else(|| refused("the provider gave no verified email address"))?;
+        let org = identity.org;
+        let actor = Actor::service("oidc-sign-in");
+        let mut tx = self.begin(org).await?;
+        self.require_org(&mut tx).await?;
+        let existing = store::list_members(&mut tx)
+            .await?
+            .into_iter()
+            .find(|m| m.email == email.to_ascii_lowercase());
+        drop(tx);
+        let user = match existing {
+            Some(m) if m.suspended => return Err(refused("the member is suspended")),
+            Some(m) => {
+                if m.role != identity.role {
+                    let change = OrgCommand::ChangeRole {
+                        user: m.user_id,
+                        role: identity.role,
+                    };
+                    if let Err(e) = self
+                        .store
+                        .execute::<Org>(org, org_aggregate(org), &actor, change)
+                        .await
+                    {
+                        // E.g. the last owner losing the owner group: the org keeps its owner,
+                        // and the token carries the provider's role.
+                        tracing::warn!(error = %e, user = %m.user_id, "sync role from the identity provider");
+                    }
+                }
+                m.user_id
+            }
+            None => {
+                let user = UserId::new();
+                let add = OrgCommand::AddMember {
+                    user,
+                    email,
+                    role: identity.role,
+                };
+                self.store
+                    .execute::<Org>(org, org_aggregate(org), &actor, add)
+                    .await?;
+                user
+            }
+        };
+        self.tokens
+            .issue_for_user(org, user, identity.role, Utc::now())
+    }
 }
 
 /// The Org aggregate's id is the org's id.

@@ -309,6 +309,21 @@ impl pb::token_service_server::TokenService for EnrollmentGrpc {
         Ok(Response::new(token.into()))
     }
 
+    async fn exchange_oidc(
+        &self,
+        request: Request<pb::ExchangeOidcRequest>,
+    ) -> Result<Response<pb::AccessToken>, Status> {
+        let r = request.into_inner();
+        if r.id_token.len() > coffer_auth::oidc::MAX_ID_TOKEN_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "id_token must be at most {} bytes",
+                coffer_auth::oidc::MAX_ID_TOKEN_BYTES
+            )));
+        }
+        let token = self.app.exchange_oidc(&r.id_token).await?;
+        Ok(Response::new(token.into()))
+    }
+
     async fn get_jwks(
         &self,
         _request: Request<pb::GetJwksRequest>,

@@ -194,6 +194,36 @@ impl Tokens {
         })
     }
 
+    /// A token for a member signed in through an identity provider, with the role the
+    /// provider's groups grant.
+    pub fn issue_for_user(
+        &self,
+        org: OrgId,
+        user: UserId,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedToken, Error> {
+        let claims = AccessClaims::new(
+            &self.settings.issuer,
+            &self.settings.audience,
+            Subject::User(user),
+            org,
+            role,
+            now.into(),
+            self.settings.lifetime,
+        );
+        let token = self
+            .signer
+            .issue(&claims)
+            .map_err(|e| Error::FailedPrecondition(format!("cannot issue a token: {e}")))?;
+        Ok(IssuedToken {
+            token: SecretString::from(token),
+            expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(now),
+            org,
+            role,
+        })
+    }
+
     /// The published key set.
     pub fn jwks(&self) -> &Jwks {
         &self.jwks

@@ -132,6 +132,10 @@ pub struct AuthConfig {
     /// How long a service without the enrollment target waits at boot for the key set.
     #[serde(default = "default_keys_wait", with = "humantime_serde")]
     pub keys_wait: Duration,
+    /// OpenID Connect providers users sign in with (`[[auth.oidc]]`), each for one org, with
+    /// its group → role mapping.
+    #[serde(default)]
+    pub oidc: Vec<coffer_auth::oidc::Config>,
 }
 
 fn default_issuer() -> String {
@@ -167,6 +171,7 @@ impl Default for AuthConfig {
             revocation_bucket: default_revocation_bucket(),
             keys_bucket: default_keys_bucket(),
             keys_wait: default_keys_wait(),
+            oidc: Vec::new(),
         }
     }
 }
@@ -332,6 +337,12 @@ impl Config {
             });
         }
         self.pki.settings()?;
+        for provider in &self.auth.oidc {
+            provider.validate().map_err(|e| Error::Invalid {
+                field: "auth.oidc",
+                rule: e.to_string(),
+            })?;
+        }
         if let Some(kms) = &self.kms {
             kms.validate().map_err(|e| Error::Invalid {
                 field: "kms",

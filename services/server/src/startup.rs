@@ -231,7 +231,16 @@ impl Application {
                 .await
                 .map_err(BootError::Enrollment)?;
             let pki = Arc::new(Pki::new(pki_settings, kms.clone()));
-            let app = Enrollment::new(db.clone(), Arc::new(tokens), pki, publisher);
+            let mut providers = Vec::new();
+            for provider in &config.auth.oidc {
+                let issuer = provider.issuer.clone();
+                let verifier = coffer_auth::oidc::Verifier::discover(provider.clone())
+                    .await
+                    .map_err(|e| BootError::Auth(format!("identity provider {issuer}: {e}")))?;
+                providers.push(verifier);
+            }
+            let app = Enrollment::new(db.clone(), Arc::new(tokens), pki, publisher)
+                .with_identity_providers(providers);
             app.publish().await.map_err(BootError::Enrollment)?;
             let relay = Relay::new(
                 config.database.clone(),
@@ -394,7 +403,9 @@ impl Application {
                     .await
             }
             None => {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
+                // Small gRPC responses must not wait for the client's delayed ACK.
+                let incoming = tonic::transport::server::TcpIncoming::from(self.listener)
+                    .with_nodelay(Some(true));
                 self.router
                     .serve_with_incoming_shutdown(incoming, shutdown)
                     .await

@@ -226,6 +226,11 @@ pub fn incoming(
             if tx.is_closed() {
                 return;
             }
+            // Small gRPC responses must not wait for the client's delayed ACK (measured: a
+            // 40 ms stall per enrollment without this).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(%peer, error = %e, "set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -2,6 +2,5 @@
 //! and revocations through a real NATS JetStream KV bucket (the private stack that
 //! `cargo xtask test` starts; see `coffer_testkit`).
 
-mod idp;
 mod oidc;
 mod revocation;

@@ -7,7 +7,7 @@ use coffer_auth::oidc::{Error, Verifier};
 use coffer_types::OrgId;
 use serde_json::{Value, json};
 
-use crate::idp::{Idp, Key, b64};
+use coffer_testkit::idp::{Idp, Key, b64};
 
 async fn setup() -> (Idp, Key, Key, Verifier, OrgId) {
     let (rsa, ec) = (Key::rsa("rsa-1"), Key::ec("ec-1"));

@@ -78,7 +78,8 @@ async fn a_revoked_api_keys_token_is_refused_within_a_second() {
         Ok(Principal::ApiKey {
             key_id: key,
             org,
-            role: Role::Admin
+            role: Role::Admin,
+            scopes: vec![],
         })
     );
 

@@ -102,17 +102,12 @@ pub enum ApiKeyError {
 }
 
 fn check_scope(scope: &str) -> Result<(), FieldError> {
-    let ok = !scope.is_empty()
-        && scope.len() <= 64
-        && scope.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | ':' | '_' | '*')
-        });
-    if ok {
+    if coffer_auth::is_valid_scope(scope) {
         Ok(())
     } else {
         Err(FieldError::new(
             "scopes",
-            "must each be 1..=64 characters of a-z, 0-9, '.', ':', '_' or '*'",
+            "must each be a permission (like audit.read), <resource>.* or *",
         ))
     }
 }
@@ -213,7 +208,7 @@ mod tests {
         ApiKeyCommand::CreateApiKey {
             name: "ci".into(),
             role: Role::Operator,
-            scopes: vec!["jobs:run".into()],
+            scopes: vec!["job.run".into()],
             display_prefix: "coffer_AbCdE".into(),
             secret_sha256: [7; 32],
             expires_at: Some(now + Duration::days(30)),

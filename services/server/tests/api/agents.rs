@@ -673,3 +673,57 @@ async fn p6_an_agent_renews_from_half_its_lifetime_with_a_new_key() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn rebuilding_the_enrollment_projections_yields_identical_tables() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = enroll(
+        &app,
+        &new_token(&app, &acme).await,
+        &csr(dir.path(), "EC", &[]),
+    )
+    .await
+    .unwrap();
+    new_token(&app, &acme).await;
+    agents(&app, &acme)
+        .await
+        .revoke_agent(RevokeAgentRequest {
+            org_id: acme.org.to_string(),
+            agent_id: e.agent_id,
+            reason: "rebuild me".into(),
+        })
+        .await
+        .unwrap();
+    let tables: Vec<&str> = coffer_enrollment::app::projections()
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    assert!(tables.len() >= 8, "{tables:?}");
+    let su = app.db.superuser().await;
+    let dump = || async {
+        let mut all = Vec::new();
+        for table in &tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT to_jsonb(t)::text FROM coffer_enrollment.{table} t ORDER BY 1"
+            ))
+            .fetch_all(&su)
+            .await
+            .unwrap();
+            all.push((table.to_string(), rows));
+        }
+        all
+    };
+    let before = dump().await;
+    let mut owner = app.db.owner().await;
+    let replayed = coffer_eventstore::rebuild(
+        &mut owner,
+        coffer_enrollment::SERVICE,
+        &coffer_enrollment::app::projections(),
+    )
+    .await
+    .unwrap();
+    assert!(replayed > 10, "{replayed} events");
+    assert_eq!(dump().await, before, "rebuilt tables are identical");
+}

@@ -541,7 +541,7 @@ async fn bad_member_and_key_input_names_the_field_and_changes_nothing() {
         (create("", vec![], 60), "name must not be empty"),
         (
             create("k", vec!["BAD SCOPE".into()], 60),
-            "scopes must each be 1..=64 characters of a-z, 0-9, '.', ':', '_' or '*'",
+            "scopes must each be a permission (like audit.read), <resource>.* or *",
         ),
         (create("k", vec![], -60), "expires_at must be in the future"),
     ] {
@@ -565,4 +565,44 @@ async fn bad_member_and_key_input_names_the_field_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(before, after, "nothing was recorded");
+}
+
+#[tokio::test]
+async fn an_api_keys_scopes_narrow_what_its_role_allows() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let scoped = keys(&app, &acme.owner_key)
+        .await
+        .create_api_key(CreateApiKeyRequest {
+            org_id: acme.org.to_string(),
+            name: "read members only".into(),
+            role: "admin".into(),
+            scopes: vec!["member.read".into()],
+            expires_at: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    members(&app, &scoped)
+        .await
+        .list_members(ListMembersRequest {
+            org_id: acme.org.to_string(),
+        })
+        .await
+        .unwrap();
+    let status = keys(&app, &scoped)
+        .await
+        .list_api_keys(ListApiKeysRequest {
+            org_id: acme.org.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::PermissionDenied,
+            "permission api_key.read is required"
+        )
+    );
 }

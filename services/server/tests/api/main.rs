@@ -3,9 +3,11 @@
 mod agents;
 mod binary;
 mod cli;
+mod cross_tenant;
 mod diag;
 mod enrollment;
 mod grpc;
 mod helpers;
+mod oidc;
 mod sdk;
 mod tenancy;

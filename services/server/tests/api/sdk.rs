@@ -633,6 +633,22 @@ async fn a_server_that_never_answers_fails_after_the_retry_budget() {
 }
 
 #[tokio::test]
+async fn an_https_endpoint_speaks_tls_and_never_falls_back_to_plaintext() {
+    let app = spawn_app().await;
+    // The test server speaks plaintext HTTP/2: the TLS handshake fails, nothing is sent.
+    let err = ClientOptions::new()
+        .retry(RetryPolicy::never())
+        .connect(&format!("https://{}", app.addr), app.platform_key.clone())
+        .await
+        .unwrap_err();
+    // rustls read the server's plaintext HTTP/2 frames as a TLS record.
+    assert!(
+        matches!(&err, Error::Transport { attempts: 1, message } if message.contains("InvalidContentType")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_write_whose_answer_was_lost_is_not_repeated_but_a_read_is() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;

@@ -52,6 +52,7 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
 }
 
 /// A key the test IdP can sign with.
+#[allow(missing_debug_implementations)] // ring key pairs do not implement Debug
 pub enum Key {
     Rsa { kid: String, key: RsaKeyPair },
     Ec { kid: String, key: EcdsaKeyPair },
@@ -162,6 +163,7 @@ impl Key {
     }
 }
 
+#[derive(Debug)]
 struct Served {
     /// The `issuer` the discovery document names.
     advertised_issuer: Mutex<String>,
@@ -172,6 +174,7 @@ struct Served {
 }
 
 /// The running issuer.
+#[derive(Debug)]
 pub struct Idp {
     /// The issuer identifier, `http://127.0.0.1:<port>/realms/acme`.
     pub issuer: String,
