@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use coffer_auth::Principal;
 use coffer_auth::revocation::CertSerial;
 use coffer_eventstore::ExecuteError;
-use coffer_pki::{AgentCsr, AgentIdentity, Crl, SpiffeId};
+use coffer_pki::{AgentCertificate, AgentCsr, AgentIdentity, CertificateAuthority, Crl, SpiffeId};
 use coffer_types::{AggregateId, OrgId};
 use sha2::{Digest, Sha256};
 
@@ -190,16 +190,7 @@ impl Enrollment {
             )
             .await
             .map_err(token_error)?;
-        let cert = ca
-            .issue_agent_certificate(&csr, now, settings.agent_ttl)
-            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-        let issued = IssuedCertificate {
-            serial: cert.serial().to_hex(),
-            not_before: cert.not_before(),
-            not_after: cert.not_after(),
-            key_algorithm: key_algorithm_name(&csr),
-            public_key_sha256: Sha256::digest(csr.public_key_spki_der()).into(),
-        };
+        let (cert, issued) = issue(&ca, &csr, now, settings.agent_ttl)?;
         self.store
             .execute_in::<Agent>(
                 &mut tx,
@@ -213,16 +204,7 @@ impl Enrollment {
             .await
             .map_err(agent_error)?;
         tx.commit().await?;
-        Ok(Enrolled {
-            org_id: org,
-            agent_id,
-            spiffe_id: spiffe.to_uri(),
-            certificate_pem: cert.pem(),
-            intermediate_pem: ca.certificate_pem(),
-            root_pem: root.certificate_pem(),
-            not_after: issued.not_after,
-            serial: issued.serial,
-        })
+        Ok(enrolled(org, agent_id, &spiffe, &cert, &ca, &root))
     }
 
     /// Renews the certificate of the calling agent, whose current certificate (the one it
@@ -246,16 +228,7 @@ impl Enrollment {
         let root = self.pki.root(&self.store).await?;
         let mut tx = self.begin(org).await?;
         let ca = self.pki.ca(&mut tx).await?;
-        let cert = ca
-            .issue_agent_certificate(&csr, now, self.pki.settings().agent_ttl)
-            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
-        let issued = IssuedCertificate {
-            serial: cert.serial().to_hex(),
-            not_before: cert.not_before(),
-            not_after: cert.not_after(),
-            key_algorithm: key_algorithm_name(&csr),
-            public_key_sha256: Sha256::digest(csr.public_key_spki_der()).into(),
-        };
+        let (cert, issued) = issue(&ca, &csr, now, self.pki.settings().agent_ttl)?;
         let actor = coffer_types::Actor {
             kind: coffer_types::ActorKind::Agent,
             id: presented.agent_id.to_string(),
@@ -272,16 +245,14 @@ impl Enrollment {
             .await
             .map_err(agent_error)?;
         tx.commit().await?;
-        Ok(Enrolled {
-            org_id: org,
-            agent_id: presented.agent_id,
-            spiffe_id: presented.spiffe_id.to_uri(),
-            certificate_pem: cert.pem(),
-            intermediate_pem: ca.certificate_pem(),
-            root_pem: root.certificate_pem(),
-            not_after: issued.not_after,
-            serial: issued.serial,
-        })
+        Ok(enrolled(
+            org,
+            presented.agent_id,
+            &presented.spiffe_id,
+            &cert,
+            &ca,
+            &root,
+        ))
     }
 
     /// Reads an agent.
@@ -331,6 +302,47 @@ impl Enrollment {
         let mut tx = self.begin(org).await?;
         self.require_org(&mut tx).await?;
         self.pki.crl(&mut tx, Utc::now()).await
+    }
+}
+
+/// Signs the certificate for `csr` and describes it for the Agent aggregate.
+fn issue(
+    ca: &CertificateAuthority,
+    csr: &AgentCsr,
+    now: DateTime<Utc>,
+    ttl: std::time::Duration,
+) -> Result<(AgentCertificate, IssuedCertificate), Error> {
+    let cert = ca
+        .issue_agent_certificate(csr, now, ttl)
+        .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
+    let issued = IssuedCertificate {
+        serial: cert.serial().to_hex(),
+        not_before: cert.not_before(),
+        not_after: cert.not_after(),
+        key_algorithm: key_algorithm_name(csr),
+        public_key_sha256: Sha256::digest(csr.public_key_spki_der()).into(),
+    };
+    Ok((cert, issued))
+}
+
+/// What the agent is given: its certificate and the chain above it.
+fn enrolled(
+    org_id: OrgId,
+    agent_id: uuid::Uuid,
+    spiffe: &SpiffeId,
+    cert: &AgentCertificate,
+    ca: &CertificateAuthority,
+    root: &CertificateAuthority,
+) -> Enrolled {
+    Enrolled {
+        org_id,
+        agent_id,
+        spiffe_id: spiffe.to_uri(),
+        certificate_pem: cert.pem(),
+        intermediate_pem: ca.certificate_pem(),
+        root_pem: root.certificate_pem(),
+        not_after: cert.not_after(),
+        serial: cert.serial().to_hex(),
     }
 }
 

@@ -242,28 +242,14 @@ impl Application {
             let app = Enrollment::new(db.clone(), Arc::new(tokens), pki, publisher)
                 .with_identity_providers(providers);
             app.publish().await.map_err(BootError::Enrollment)?;
-            let relay = Relay::new(
-                config.database.clone(),
-                coffer_enrollment::SERVICE,
-                js.clone(),
-                config.nats.bus.clone(),
-                config.relay.clone(),
-            );
-            background.push(Box::new(move |rx| Box::pin(relay.run(stopped(rx)))));
-            let consumer = Consumer::new(
+            background.extend(pipeline(
+                &config,
+                &js,
                 db,
-                js.clone(),
-                config.nats.bus.clone(),
+                coffer_enrollment::SERVICE,
                 consumers::revocations_config(&config.nats.bus),
                 consumers::revocations_handler(revocations.clone()),
-            );
-            background.push(Box::new(move |rx| {
-                Box::pin(async move {
-                    if let Err(e) = consumer.run(stopped(rx)).await {
-                        tracing::error!(error = %e, "enrollment revocations consumer stopped");
-                    }
-                })
-            }));
+            ));
             enrollment = Some(EnrollmentGrpc::new(app));
         }
         let authenticator = published::follow(
@@ -327,28 +313,14 @@ impl Application {
 
         if let Some(db) = diag_db {
             let app = Diagnostics::new(db.clone());
-            let relay = Relay::new(
-                config.database.clone(),
-                diag::SERVICE,
-                js.clone(),
-                config.nats.bus.clone(),
-                config.relay.clone(),
-            );
-            background.push(Box::new(move |rx| Box::pin(relay.run(stopped(rx)))));
-            let consumer = Consumer::new(
+            background.extend(pipeline(
+                &config,
+                &js,
                 db,
-                js.clone(),
-                config.nats.bus.clone(),
+                diag::SERVICE,
                 Diagnostics::consumer_config(&config.nats.bus),
                 app.handler(),
-            );
-            background.push(Box::new(move |rx| {
-                Box::pin(async move {
-                    if let Err(e) = consumer.run(stopped(rx)).await {
-                        tracing::error!(error = %e, "diagnostics consumer stopped");
-                    }
-                })
-            }));
+            ));
             health
                 .set_serving::<DiagnosticsServiceServer<DiagnosticsGrpc>>()
                 .await;
@@ -416,6 +388,36 @@ impl Application {
         tracing::info!("coffer stopped");
         served.map_err(Into::into)
     }
+}
+
+/// A service's outbox relay and one consumer, as background tasks.
+fn pipeline(
+    config: &Config,
+    js: &async_nats::jetstream::Context,
+    db: Database,
+    service: coffer_db::ServiceName,
+    consumer: coffer_eventstore::ConsumerConfig,
+    handler: Arc<dyn coffer_eventstore::Handler>,
+) -> [Background; 2] {
+    let relay = Relay::new(
+        config.database.clone(),
+        service,
+        js.clone(),
+        config.nats.bus.clone(),
+        config.relay.clone(),
+    );
+    let name = consumer.name.clone();
+    let consumer = Consumer::new(db, js.clone(), config.nats.bus.clone(), consumer, handler);
+    [
+        Box::new(move |rx| Box::pin(relay.run(stopped(rx)))),
+        Box::new(move |rx| {
+            Box::pin(async move {
+                if let Err(e) = consumer.run(stopped(rx)).await {
+                    tracing::error!(error = %e, consumer = %name, "consumer stopped");
+                }
+            })
+        }),
+    ]
 }
 
 async fn check_migrations(
