@@ -1,21 +1,26 @@
 //! Typed clients, one per Coffer service, one method per RPC. Get them from a
 //! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
-//! [`Client::tokens`], [`Client::diagnostics`].
+//! [`Client::tokens`], [`Client::enrollment_tokens`], [`Client::agents`],
+//! [`Client::diagnostics`].
+
+use std::time::Duration;
 
 use coffer_auth::Role;
 use coffer_proto::diagnostics::v1 as diag_pb;
 use coffer_proto::diagnostics::v1::diagnostics_service_client::DiagnosticsServiceClient;
 use coffer_proto::enrollment::v1 as pb;
 use coffer_proto::enrollment::v1::{
-    api_key_service_client::ApiKeyServiceClient, member_service_client::MemberServiceClient,
-    org_service_client::OrgServiceClient, token_service_client::TokenServiceClient,
+    agent_service_client::AgentServiceClient, api_key_service_client::ApiKeyServiceClient,
+    enrollment_token_service_client::EnrollmentTokenServiceClient,
+    member_service_client::MemberServiceClient, org_service_client::OrgServiceClient,
+    token_service_client::TokenServiceClient,
 };
-use coffer_types::{AggregateId, ApiKeyId, OrgId, UserId};
+use coffer_types::{AgentId, AggregateId, ApiKeyId, EnrollmentTokenId, OrgId, UserId};
 
 use crate::client::Rpc;
 use crate::{
-    AccessToken, ApiKey, Client, CreatedApiKey, CreatedOrg, Error, Jwks, Member, NewApiKey, Org,
-    Probe, SentProbe,
+    AccessToken, Agent, ApiKey, Client, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Crl,
+    EnrollmentToken, Error, Jwks, Member, NewApiKey, Org, Probe, SentProbe,
 };
 
 /// Organisations (`coffer.enrollment.v1.OrgService`).
@@ -305,6 +310,196 @@ impl<'a> Tokens<'a> {
                 pb::GetJwksRequest {},
                 |channel, request| async move {
                     TokenServiceClient::new(channel).get_jwks(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}
+
+/// Single-use tokens agents enroll with (`coffer.enrollment.v1.EnrollmentTokenService`).
+#[derive(Debug, Clone, Copy)]
+pub struct EnrollmentTokens<'a> {
+    client: &'a Client,
+}
+
+impl<'a> EnrollmentTokens<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Creates a token for one agent of `org` to enroll with, once, within `ttl` (`None`: the
+    /// server's default of one hour; at most 24 hours, whole seconds). The answer holds its
+    /// secret, which the server never shows again.
+    ///
+    /// Retried only when certainly not applied (see [`crate::RetryPolicy`]): a
+    /// [`Error::Transport`] answer may mean a token was created whose secret is lost; list the
+    /// tokens and revoke it.
+    pub async fn create(
+        &self,
+        org: OrgId,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<CreatedEnrollmentToken, Error> {
+        let ttl_seconds = match ttl {
+            None => 0,
+            // Zero means "the default" on the wire, so a zero TTL is sent as one second, which
+            // the server accepts as asked; anything longer than `u32` seconds is far beyond the
+            // 24-hour limit and is refused by the server with the field named.
+            Some(ttl) => u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX),
+        };
+        let request = pb::CreateEnrollmentTokenRequest {
+            org_id: org.to_string(),
+            name: name.to_owned(),
+            ttl_seconds,
+        };
+        self.client
+            .call(
+                Rpc::write("CreateEnrollmentToken"),
+                request,
+                |channel, request| async move {
+                    EnrollmentTokenServiceClient::new(channel)
+                        .create_enrollment_token(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Every enrollment token of `org`, used, revoked and expired ones included; metadata only.
+    pub async fn list(&self, org: OrgId) -> Result<Vec<EnrollmentToken>, Error> {
+        let request = pb::ListEnrollmentTokensRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("ListEnrollmentTokens"),
+                request,
+                |channel, request| async move {
+                    EnrollmentTokenServiceClient::new(channel)
+                        .list_enrollment_tokens(request)
+                        .await
+                },
+            )
+            .await?
+            .tokens
+            .into_iter()
+            .map(EnrollmentToken::try_from)
+            .collect()
+    }
+
+    /// Revokes an unused token, saying why; no agent can enroll with it afterwards.
+    pub async fn revoke(
+        &self,
+        org: OrgId,
+        token: EnrollmentTokenId,
+        reason: &str,
+    ) -> Result<EnrollmentToken, Error> {
+        let request = pb::RevokeEnrollmentTokenRequest {
+            org_id: org.to_string(),
+            token_id: token.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("RevokeEnrollmentToken"),
+                request,
+                |channel, request| async move {
+                    EnrollmentTokenServiceClient::new(channel)
+                        .revoke_enrollment_token(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}
+
+/// Enrolled agents, their certificates and the org's CRL
+/// (`coffer.enrollment.v1.AgentService`).
+///
+/// `Enroll` and `Renew` are not here: an agent calls them itself, with an enrollment token
+/// or over mTLS with its certificate, never with an API key (see `coffer-agent`).
+#[derive(Debug, Clone, Copy)]
+pub struct Agents<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Agents<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Reads one agent.
+    pub async fn get(&self, org: OrgId, agent: AgentId) -> Result<Agent, Error> {
+        let request = pb::GetAgentRequest {
+            org_id: org.to_string(),
+            agent_id: agent.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("GetAgent"),
+                request,
+                |channel, request| async move {
+                    AgentServiceClient::new(channel).get_agent(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Every agent of `org`, revoked ones included.
+    pub async fn list(&self, org: OrgId) -> Result<Vec<Agent>, Error> {
+        let request = pb::ListAgentsRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("ListAgents"),
+                request,
+                |channel, request| async move {
+                    AgentServiceClient::new(channel).list_agents(request).await
+                },
+            )
+            .await?
+            .agents
+            .into_iter()
+            .map(Agent::try_from)
+            .collect()
+    }
+
+    /// Revokes `agent`, saying why: every certificate it held goes on the org's CRL and is
+    /// refused everywhere within a second; the agent halts when it sees itself revoked.
+    pub async fn revoke(&self, org: OrgId, agent: AgentId, reason: &str) -> Result<Agent, Error> {
+        let request = pb::RevokeAgentRequest {
+            org_id: org.to_string(),
+            agent_id: agent.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("RevokeAgent"),
+                request,
+                |channel, request| async move {
+                    AgentServiceClient::new(channel).revoke_agent(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// The org's current CRL, signed by its intermediate CA.
+    pub async fn crl(&self, org: OrgId) -> Result<Crl, Error> {
+        let request = pb::GetCrlRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("GetCrl"),
+                request,
+                |channel, request| async move {
+                    AgentServiceClient::new(channel).get_crl(request).await
                 },
             )
             .await?

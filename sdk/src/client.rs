@@ -18,7 +18,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::api::{ApiKeys, Diagnostics, Members, Orgs, Tokens};
+use crate::api::{Agents, ApiKeys, Diagnostics, EnrollmentTokens, Members, Orgs, Tokens};
 use crate::retry::{Kind, RetryPolicy};
 use crate::token::{self, Exchange};
 use crate::{AccessToken, Error};
@@ -231,6 +231,16 @@ impl Client {
     /// Access tokens and the keys that sign them.
     pub fn tokens(&self) -> Tokens<'_> {
         Tokens::new(self)
+    }
+
+    /// Single-use tokens agents enroll with.
+    pub fn enrollment_tokens(&self) -> EnrollmentTokens<'_> {
+        EnrollmentTokens::new(self)
+    }
+
+    /// Enrolled agents, their certificates, revocation and the org's CRL.
+    pub fn agents(&self) -> Agents<'_> {
+        Agents::new(self)
     }
 
     /// End-to-end checks of a running deployment.

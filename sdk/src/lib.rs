@@ -14,8 +14,9 @@
 //!   failure; writes only when the server certainly applied nothing (it answered
 //!   `UNAVAILABLE` itself, or the connection never opened). No other code is retried.
 //! - **Types.** One typed client per service ([`Client::orgs`], [`Client::members`],
-//!   [`Client::api_keys`], [`Client::tokens`], [`Client::diagnostics`]) taking and returning
-//!   SDK types: ids as the [`OrgId`]/[`UserId`]/[`ApiKeyId`] newtypes, roles as [`Role`],
+//!   [`Client::api_keys`], [`Client::tokens`], [`Client::enrollment_tokens`],
+//!   [`Client::agents`], [`Client::diagnostics`]) taking and returning SDK types: ids as
+//!   the [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`] newtypes, roles as [`Role`],
 //!   times as `chrono` UTC. Answers are validated; a malformed one is [`Error::Protocol`].
 //! - **Errors.** [`Error`] keeps the gRPC code (as its variant) and the server's message.
 //!
@@ -69,14 +70,14 @@ mod model;
 mod retry;
 mod token;
 
-pub use api::{ApiKeys, Diagnostics, Members, Orgs, Tokens};
+pub use api::{Agents, ApiKeys, Diagnostics, EnrollmentTokens, Members, Orgs, Tokens};
 pub use client::{Client, ClientOptions};
 pub use coffer_auth::Role;
-pub use coffer_types::{AggregateId, ApiKeyId, EventId, OrgId, UserId};
+pub use coffer_types::{AgentId, AggregateId, ApiKeyId, EnrollmentTokenId, EventId, OrgId, UserId};
 pub use error::Error;
 pub use model::{
-    AccessToken, ApiKey, CreatedApiKey, CreatedOrg, Jwk, Jwks, Member, NewApiKey, Org, Probe,
-    SentProbe,
+    AccessToken, Agent, ApiKey, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Crl,
+    EnrollmentToken, Jwk, Jwks, Member, NewApiKey, Org, Probe, SentProbe,
 };
 pub use retry::RetryPolicy;
 pub use secrecy::{ExposeSecret, SecretString};

@@ -9,7 +9,7 @@ use coffer_auth::Role;
 use coffer_proto::diagnostics::v1 as diag_pb;
 use coffer_proto::enrollment::v1 as pb;
 use coffer_proto::time::from_timestamp;
-use coffer_types::{AggregateId, ApiKeyId, EventId, OrgId, UserId};
+use coffer_types::{AgentId, AggregateId, ApiKeyId, EnrollmentTokenId, EventId, OrgId, UserId};
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -220,6 +220,93 @@ pub struct Probe {
     pub consumer_trace_id: Option<String>,
 }
 
+/// An enrollment token's metadata. The secret is only ever in [`CreatedEnrollmentToken`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct EnrollmentToken {
+    /// The org an agent enrolling with it joins.
+    pub org_id: OrgId,
+    /// Its id.
+    pub token_id: EnrollmentTokenId,
+    /// A name to recognise it by, such as the host the agent will run on.
+    pub name: String,
+    /// The first 12 characters of the secret.
+    pub display_prefix: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working if unused.
+    pub expires_at: DateTime<Utc>,
+    /// The agent that enrolled with it; `None`: unused.
+    pub used_by_agent_id: Option<AgentId>,
+    /// Whether it has been revoked.
+    pub revoked: bool,
+}
+
+impl EnrollmentToken {
+    /// `used`, `revoked`, `expired` (as of `now`) or `active`: whether an agent can still
+    /// enroll with it.
+    pub fn status(&self, now: DateTime<Utc>) -> &'static str {
+        if self.used_by_agent_id.is_some() {
+            "used"
+        } else if self.revoked {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// A new enrollment token and its secret. The server shows the secret only in this answer:
+/// hand it to the agent (`coffer-agent enroll --token …`). `Debug` shows `[REDACTED]` in its
+/// place.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CreatedEnrollmentToken {
+    /// The token's metadata.
+    pub token: EnrollmentToken,
+    /// `coffer_enroll_…`: works once, until [`EnrollmentToken::expires_at`].
+    pub secret: SecretString,
+}
+
+/// An enrolled agent and its current certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Agent {
+    /// Its org.
+    pub org_id: OrgId,
+    /// Its id.
+    pub agent_id: AgentId,
+    /// `spiffe://<trust-domain>/org/<org_id>/agent/<agent_id>`: the URI in its certificate.
+    pub spiffe_id: String,
+    /// Its current certificate's serial number, lowercase hex.
+    pub serial: String,
+    /// When its current certificate expires (it renews at 80 % of the lifetime).
+    pub not_after: DateTime<Utc>,
+    /// When it enrolled.
+    pub enrolled_at: DateTime<Utc>,
+    /// Whether it has been revoked: every certificate it held is on the org's CRL.
+    pub revoked: bool,
+}
+
+/// An org's certificate revocation list, signed by the org's intermediate CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Crl {
+    /// DER encoding.
+    #[serde(skip)]
+    pub der: Vec<u8>,
+    /// PEM encoding (`-----BEGIN X509 CRL-----`), for `openssl verify -CRLfile`.
+    pub pem: String,
+    /// The CRL number; it grows with every revocation.
+    pub number: u64,
+    /// When it was issued.
+    pub this_update: DateTime<Utc>,
+    /// When the next one will be issued at the latest; a copy older than this is stale.
+    pub next_update: DateTime<Utc>,
+}
+
 fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Error> {
     s.parse()
         .map_err(|_| Error::protocol(format!("{field} is not a UUID")))
@@ -342,6 +429,73 @@ impl TryFrom<pb::Jwks> for Jwks {
         Ok(Self {
             json: j.json,
             keys: set.keys,
+        })
+    }
+}
+
+impl TryFrom<pb::EnrollmentToken> for EnrollmentToken {
+    type Error = Error;
+    fn try_from(t: pb::EnrollmentToken) -> Result<Self, Error> {
+        let used_by_agent_id = if t.used_by_agent_id.is_empty() {
+            None
+        } else {
+            Some(id(&t.used_by_agent_id, "EnrollmentToken.used_by_agent_id")?)
+        };
+        Ok(Self {
+            org_id: id(&t.org_id, "EnrollmentToken.org_id")?,
+            token_id: id(&t.token_id, "EnrollmentToken.token_id")?,
+            name: t.name,
+            display_prefix: t.display_prefix,
+            created_at: time(t.created_at, "EnrollmentToken.created_at")?,
+            expires_at: time(t.expires_at, "EnrollmentToken.expires_at")?,
+            used_by_agent_id,
+            revoked: t.revoked,
+        })
+    }
+}
+
+impl TryFrom<pb::CreateEnrollmentTokenResponse> for CreatedEnrollmentToken {
+    type Error = Error;
+    fn try_from(c: pb::CreateEnrollmentTokenResponse) -> Result<Self, Error> {
+        if c.secret.is_empty() {
+            return Err(Error::protocol(
+                "CreateEnrollmentTokenResponse.secret is missing",
+            ));
+        }
+        Ok(Self {
+            token: required(c.token, "CreateEnrollmentTokenResponse.token")?.try_into()?,
+            secret: SecretString::from(c.secret),
+        })
+    }
+}
+
+impl TryFrom<pb::Agent> for Agent {
+    type Error = Error;
+    fn try_from(a: pb::Agent) -> Result<Self, Error> {
+        Ok(Self {
+            org_id: id(&a.org_id, "Agent.org_id")?,
+            agent_id: id(&a.agent_id, "Agent.agent_id")?,
+            spiffe_id: a.spiffe_id,
+            serial: a.serial,
+            not_after: time(a.not_after, "Agent.not_after")?,
+            enrolled_at: time(a.enrolled_at, "Agent.enrolled_at")?,
+            revoked: a.revoked,
+        })
+    }
+}
+
+impl TryFrom<pb::Crl> for Crl {
+    type Error = Error;
+    fn try_from(c: pb::Crl) -> Result<Self, Error> {
+        if c.der.is_empty() || c.pem.is_empty() {
+            return Err(Error::protocol("Crl.der and Crl.pem are both required"));
+        }
+        Ok(Self {
+            der: c.der,
+            pem: c.pem,
+            number: c.number,
+            this_update: time(c.this_update, "Crl.this_update")?,
+            next_update: time(c.next_update, "Crl.next_update")?,
         })
     }
 }

@@ -110,6 +110,10 @@ define_id!(
     /// An enrolled agent: the last segment of its SPIFFE id.
     AgentId
 );
+define_id!(
+    /// A single-use token an agent enrolls with.
+    EnrollmentTokenId
+);
 
 impl OrgId {
     /// The platform pseudo-org: events that belong to no customer (platform bootstrap, CA root).

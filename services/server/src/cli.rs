@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use coffer_sdk::{ApiKeyId, OrgId, Role, SecretString, UserId};
+use coffer_sdk::{AgentId, ApiKeyId, EnrollmentTokenId, OrgId, Role, SecretString, UserId};
 
 use crate::startup::Target;
 
@@ -91,6 +91,18 @@ pub enum Command {
         /// Which one.
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Agents: enrollment tokens, enrolled agents, revocation and the CRL (client).
+    Agent {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: AgentCommand,
     },
     /// Diagnostics against a running server (client).
     Diag {
@@ -237,6 +249,60 @@ pub enum TokenCommand {
     },
     /// Print the public keys access tokens are signed with (JWKS).
     Jwks,
+}
+
+/// `coffer agent …`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Single-use tokens agents enroll with.
+    Token {
+        /// Which one.
+        #[command(subcommand)]
+        command: EnrollmentTokenCommand,
+    },
+    /// List the org's agents.
+    List,
+    /// Show one agent.
+    Get {
+        /// The agent's id.
+        agent_id: AgentId,
+    },
+    /// Revoke an agent: its certificates go on the org's CRL and are refused within a second.
+    Revoke {
+        /// The agent's id.
+        agent_id: AgentId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Print the org's CRL (PEM), for `openssl verify -crl_check`; with `--json`, also its
+    /// number and validity.
+    Crl,
+}
+
+/// `coffer agent token …`.
+#[derive(Debug, Subcommand)]
+pub enum EnrollmentTokenCommand {
+    /// Create an enrollment token; prints its secret once. Give it to one agent:
+    /// `coffer-agent enroll --token …`.
+    Create {
+        /// A name to recognise it by, such as the host the agent will run on (1 to 64
+        /// characters).
+        name: String,
+        /// How long it stays usable if unused (default 1h, at most 24h).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List the org's enrollment tokens (metadata only).
+    List,
+    /// Revoke an unused enrollment token.
+    Revoke {
+        /// The token's id.
+        token_id: EnrollmentTokenId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// `coffer admin …`.

@@ -1,24 +1,29 @@
-//! The client commands (`coffer org|user|apikey|token|diag …`), on top of `coffer-sdk`.
+//! The client commands (`coffer org|user|apikey|token|agent|diag …`), on top of `coffer-sdk`.
 //!
 //! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
-//! otherwise an aligned table. A secret the server returns once (a new API key) is printed
-//! once, labelled as such; an access token only on `coffer token exchange --show`.
+//! otherwise an aligned table. A secret the server returns once (a new API key or enrollment
+//! token) is printed once, labelled as such; an access token only on
+//! `coffer token exchange --show`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
-use coffer_sdk::{ApiKey, Client, CreatedApiKey, ExposeSecret, Member, NewApiKey, Org, OrgId};
+use coffer_sdk::{
+    Agent, ApiKey, Client, CreatedApiKey, EnrollmentToken, ExposeSecret, Member, NewApiKey, Org,
+    OrgId,
+};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{
-    ApiKeyCommand, Command, ConnectArgs, DiagCommand, OrgCommand, OutputArgs, TokenCommand,
-    UserCommand,
+    AgentCommand, ApiKeyCommand, Command, ConnectArgs, DiagCommand, EnrollmentTokenCommand,
+    OrgCommand, OutputArgs, TokenCommand, UserCommand,
 };
 
-/// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `diag`.
+/// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `agent`,
+/// `diag`.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Org {
@@ -41,6 +46,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             output,
             command,
         } => token(&connect, output, command).await,
+        Command::Agent {
+            connect,
+            output,
+            command,
+        } => agent(&connect, output, command).await,
         Command::Diag {
             connect,
             command: DiagCommand::RoundTrip { note, timeout },
@@ -257,6 +267,85 @@ async fn token(
     }
 }
 
+async fn agent(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: AgentCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    let agents = client.agents();
+    let agent = match command {
+        AgentCommand::Token { command } => {
+            return enrollment_token(&client, org, output, command).await;
+        }
+        AgentCommand::List => {
+            let list = agents.list(org).await.context("list agents")?;
+            return print(output, &list, || agents_table(&list));
+        }
+        AgentCommand::Get { agent_id } => agents.get(org, agent_id).await.context("get agent")?,
+        AgentCommand::Revoke { agent_id, reason } => agents
+            .revoke(org, agent_id, &reason)
+            .await
+            .context("revoke agent")?,
+        AgentCommand::Crl => {
+            let crl = agents.crl(org).await.context("get the CRL")?;
+            if output.json {
+                return print_json(&crl);
+            }
+            print!("{}", crl.pem);
+            return Ok(());
+        }
+    };
+    print(output, &agent, || {
+        agents_table(std::slice::from_ref(&agent))
+    })
+}
+
+async fn enrollment_token(
+    client: &Client,
+    org: OrgId,
+    output: OutputArgs,
+    command: EnrollmentTokenCommand,
+) -> anyhow::Result<()> {
+    let tokens = client.enrollment_tokens();
+    let token = match command {
+        EnrollmentTokenCommand::Create { name, ttl } => {
+            let created = tokens
+                .create(org, &name, ttl)
+                .await
+                .context("create enrollment token")?;
+            if output.json {
+                return print_json(&json!({
+                    "token": created.token,
+                    "secret": created.secret.expose_secret(),
+                }));
+            }
+            println!(
+                "{}",
+                enrollment_tokens_table(std::slice::from_ref(&created.token))
+            );
+            println!(
+                "enrollment token {} secret (shown once, works once, store it now):",
+                created.token.token_id
+            );
+            println!("{}", created.secret.expose_secret());
+            return Ok(());
+        }
+        EnrollmentTokenCommand::List => {
+            let list = tokens.list(org).await.context("list enrollment tokens")?;
+            return print(output, &list, || enrollment_tokens_table(&list));
+        }
+        EnrollmentTokenCommand::Revoke { token_id, reason } => tokens
+            .revoke(org, token_id, &reason)
+            .await
+            .context("revoke enrollment token")?,
+    };
+    print(output, &token, || {
+        enrollment_tokens_table(std::slice::from_ref(&token))
+    })
+}
+
 /// `coffer diag round-trip`: prints each stage as the probe reaches it.
 async fn diag_round_trip(args: &ConnectArgs, note: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = connect(args).await?;
@@ -410,6 +499,53 @@ fn keys_table(keys: &[ApiKey]) -> Table {
             optional_time(k.expires_at),
             optional_time(k.last_used_at),
             status.to_owned(),
+        ]);
+    }
+    table
+}
+
+fn agents_table(agents: &[Agent]) -> Table {
+    let now = Utc::now();
+    let mut table = Table::new([
+        "AGENT ID",
+        "SERIAL",
+        "NOT AFTER",
+        "ENROLLED",
+        "STATUS",
+        "SPIFFE ID",
+    ]);
+    for a in agents {
+        let status = if a.revoked {
+            "revoked"
+        } else if a.not_after <= now {
+            "expired"
+        } else {
+            "active"
+        };
+        table.row([
+            a.agent_id.to_string(),
+            a.serial.clone(),
+            time(a.not_after),
+            time(a.enrolled_at),
+            status.to_owned(),
+            a.spiffe_id.clone(),
+        ]);
+    }
+    table
+}
+
+fn enrollment_tokens_table(tokens: &[EnrollmentToken]) -> Table {
+    let now = Utc::now();
+    let mut table = Table::new(["TOKEN ID", "NAME", "PREFIX", "EXPIRES", "STATUS", "AGENT"]);
+    for t in tokens {
+        table.row([
+            t.token_id.to_string(),
+            t.name.clone(),
+            t.display_prefix.clone(),
+            time(t.expires_at),
+            t.status(now).to_owned(),
+            t.used_by_agent_id
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
         ]);
     }
     table

@@ -29,6 +29,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::User { .. }
         | Command::Apikey { .. }
         | Command::Token { .. }
+        | Command::Agent { .. }
         | Command::Diag { .. }) => {
             let _telemetry = client_telemetry();
             Box::pin(coffer_server::client::run(command)).await
@@ -138,6 +139,7 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
         | Command::User { .. }
         | Command::Apikey { .. }
         | Command::Token { .. }
+        | Command::Agent { .. }
         | Command::Diag { .. }
         | Command::Admin { .. } => {
             unreachable!("handled before loading server config")

@@ -14,7 +14,7 @@ use tonic::Code;
 
 use crate::helpers::{Authed, TestApp, TestOrg, spawn_app, spawn_tls_app};
 
-fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -23,7 +23,7 @@ fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// A CSR made by stock openssl for a fresh key of `algorithm` (`ed25519`, `EC`, `RSA`).
-fn csr(dir: &Path, algorithm: &str, extra: &[&str]) -> Vec<u8> {
+pub(crate) fn csr(dir: &Path, algorithm: &str, extra: &[&str]) -> Vec<u8> {
     let key = dir.join(format!("{algorithm}.key"));
     let mut genpkey = vec![
         "genpkey",
@@ -78,7 +78,11 @@ async fn new_token(app: &TestApp, org: &TestOrg) -> String {
         .secret
 }
 
-async fn enroll(app: &TestApp, token: &str, csr: &[u8]) -> Result<EnrollResponse, tonic::Status> {
+pub(crate) async fn enroll(
+    app: &TestApp,
+    token: &str,
+    csr: &[u8],
+) -> Result<EnrollResponse, tonic::Status> {
     AgentServiceClient::new(app.channel().await)
         .enroll(EnrollRequest {
             enrollment_token: token.to_owned(),
@@ -96,7 +100,7 @@ async fn event_count(app: &TestApp, event_type: &str) -> i64 {
         .unwrap()
 }
 
-fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> String {
+pub(crate) fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> String {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
     path.to_str().unwrap().to_owned()

@@ -215,6 +215,103 @@ async fn the_cli_creates_an_org_and_manages_its_members_and_api_keys() {
 }
 
 #[tokio::test]
+async fn the_cli_creates_enrollment_tokens_and_lists_revokes_and_publishes_agents() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = &acme.owner_key;
+    let dir = tempfile::tempdir().unwrap();
+
+    let created = json(
+        &app,
+        key,
+        &["agent", "token", "create", "db-host-1", "--ttl", "2h"],
+    )
+    .await;
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("coffer_enroll_"), "{created}");
+    assert_eq!(created["token"]["name"], "db-host-1");
+    let token_id = created["token"]["token_id"].as_str().unwrap().to_owned();
+
+    // Without --json the secret is printed once, after a label saying so.
+    let human = stdout(&coffer(&app, key, &["agent", "token", "create", "db-host-2"]).await);
+    let lines: Vec<&str> = human.lines().collect();
+    let label = lines
+        .iter()
+        .position(|l| l.ends_with("secret (shown once, works once, store it now):"))
+        .unwrap_or_else(|| panic!("no secret label in: {human}"));
+    assert!(lines[label + 1].starts_with("coffer_enroll_"), "{human}");
+    let unused_id = lines[1].split_whitespace().next().unwrap().to_owned();
+
+    let enrolled = crate::agents::enroll(&app, &secret, &crate::agents::csr(dir.path(), "EC", &[]))
+        .await
+        .unwrap();
+
+    let table = stdout(&coffer(&app, key, &["agent", "token", "list"]).await);
+    let used = table.lines().find(|l| l.starts_with(&token_id)).unwrap();
+    assert!(
+        used.contains("used") && used.contains(&enrolled.agent_id),
+        "{table}"
+    );
+    let revoked = json(
+        &app,
+        key,
+        &[
+            "agent",
+            "token",
+            "revoke",
+            &unused_id,
+            "--reason",
+            "not needed",
+        ],
+    )
+    .await;
+    assert_eq!(revoked["revoked"], true);
+
+    let agents = json(&app, key, &["agent", "list"]).await;
+    assert_eq!(agents.as_array().unwrap().len(), 1);
+    assert_eq!(agents[0]["agent_id"], enrolled.agent_id.as_str());
+    let agent = json(&app, key, &["agent", "get", &enrolled.agent_id]).await;
+    assert_eq!(agent["serial"], enrolled.serial.as_str());
+    let table = stdout(&coffer(&app, key, &["agent", "list"]).await);
+    assert!(table.starts_with("AGENT ID"), "{table}");
+    assert!(table.contains("active"), "{table}");
+
+    let revoked = json(
+        &app,
+        key,
+        &[
+            "agent",
+            "revoke",
+            &enrolled.agent_id,
+            "--reason",
+            "host retired",
+        ],
+    )
+    .await;
+    assert_eq!(revoked["revoked"], true);
+
+    // `agent crl` prints PEM that stock openssl reads, with the revoked serial on it.
+    let pem = stdout(&coffer(&app, key, &["agent", "crl"]).await);
+    assert!(pem.starts_with("-----BEGIN X509 CRL-----"), "{pem}");
+    let crl = crate::agents::write(dir.path(), "crl.pem", &pem);
+    let text = crate::agents::openssl(dir.path(), &["crl", "-in", &crl, "-noout", "-text"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
+    assert!(text.contains(&enrolled.serial.to_uppercase()), "{text}");
+    let doc = json(&app, key, &["agent", "crl"]).await;
+    assert!(doc["number"].as_u64().unwrap() >= 1, "{doc}");
+
+    // Another org's ids are not found.
+    let other = app.new_org("Other").await;
+    let out = coffer(
+        &app,
+        &other.owner_key,
+        &["agent", "get", &enrolled.agent_id],
+    )
+    .await;
+    assert!(failure_line(&out).contains("not found"), "{out:?}");
+}
+
+#[tokio::test]
 async fn the_cli_shows_an_access_token_only_when_asked() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;

@@ -163,6 +163,112 @@ async fn every_sdk_method_works_against_the_server() {
     assert!(probe.stream_sequence.is_some());
 }
 
+#[tokio::test]
+async fn the_sdk_manages_enrollment_tokens_agents_and_the_crl() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let client = owner(&app, &acme).await;
+    let org = acme.org;
+    let dir = tempfile::tempdir().unwrap();
+
+    let created = client
+        .enrollment_tokens()
+        .create(org, "db-host-1", Some(Duration::from_secs(2 * 3600)))
+        .await
+        .unwrap();
+    let secret = created.secret.expose_secret().to_owned();
+    assert!(secret.starts_with("coffer_enroll_"));
+    assert_eq!(created.token.display_prefix, secret[..20]);
+    assert_eq!(created.token.name, "db-host-1");
+    let ttl = created.token.expires_at - created.token.created_at;
+    assert!((7199..=7200).contains(&ttl.num_seconds()), "{ttl:?}");
+    assert_eq!(created.token.status(chrono::Utc::now()), "active");
+    assert!(!format!("{created:?}").contains(&secret[14..]));
+
+    // The default lifetime is an hour; more than a day is refused, naming the field.
+    let default = client
+        .enrollment_tokens()
+        .create(org, "db-host-2", None)
+        .await
+        .unwrap();
+    let ttl = default.token.expires_at - default.token.created_at;
+    assert!((3599..=3600).contains(&ttl.num_seconds()), "{ttl:?}");
+    let err = client
+        .enrollment_tokens()
+        .create(org, "too-long", Some(Duration::from_secs(25 * 3600)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("ttl_seconds"), "{err}");
+
+    // An agent enrolls with the first token (agents call Enroll themselves, not the SDK).
+    let enrolled = crate::agents::enroll(
+        &app,
+        &secret,
+        &crate::agents::csr(dir.path(), "ED25519", &[]),
+    )
+    .await
+    .unwrap();
+    let agent_id: coffer_sdk::AgentId = enrolled.agent_id.parse().unwrap();
+
+    let tokens = client.enrollment_tokens().list(org).await.unwrap();
+    assert_eq!(tokens.len(), 2);
+    let used = tokens
+        .iter()
+        .find(|t| t.token_id == created.token.token_id)
+        .unwrap();
+    assert_eq!(used.used_by_agent_id, Some(agent_id));
+    assert_eq!(used.status(chrono::Utc::now()), "used");
+    let revoked = client
+        .enrollment_tokens()
+        .revoke(org, default.token.token_id, "host retired")
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(chrono::Utc::now()), "revoked");
+
+    // Agents.
+    let agents = client.agents().list(org).await.unwrap();
+    assert_eq!(agents.len(), 1);
+    let agent = client.agents().get(org, agent_id).await.unwrap();
+    assert_eq!(agent, agents[0]);
+    assert_eq!(
+        (
+            agent.serial.as_str(),
+            agent.spiffe_id.as_str(),
+            agent.revoked
+        ),
+        (enrolled.serial.as_str(), enrolled.spiffe_id.as_str(), false)
+    );
+    let err = client
+        .agents()
+        .get(org, coffer_sdk::AgentId::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+
+    let before = client.agents().crl(org).await.unwrap();
+    assert!(before.pem.starts_with("-----BEGIN X509 CRL-----"));
+    assert!(before.next_update > before.this_update);
+    let agent = client
+        .agents()
+        .revoke(org, agent_id, "host compromised")
+        .await
+        .unwrap();
+    assert!(agent.revoked);
+    let after = client.agents().crl(org).await.unwrap();
+    assert!(after.number > before.number, "{after:?} after {before:?}");
+    let crl = crate::agents::write(dir.path(), "crl.der", &after.der);
+    let text = crate::agents::openssl(
+        dir.path(),
+        &["crl", "-inform", "DER", "-in", &crl, "-noout", "-text"],
+    );
+    let text = String::from_utf8_lossy(&text.stdout).to_uppercase();
+    assert!(
+        text.contains(&enrolled.serial.to_uppercase()),
+        "the revoked serial is on the CRL: {text}"
+    );
+}
+
 /// The `kid` in a JWT's header.
 fn jwt_kid(token: &str) -> String {
     let header = token.split('.').next().unwrap();
