@@ -3,6 +3,13 @@
 
 use std::path::PathBuf;
 
+/// Messages with a secret field; see `redacted_debug!` in `src/lib.rs`.
+const SECRET_BEARING: [&str; 3] = [
+    ".coffer.credentials.v1.CreateCredentialRequest",
+    ".coffer.credentials.v1.ReplaceCredentialValueRequest",
+    ".coffer.credentials.v1.RecoveryKey",
+];
+
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
@@ -10,8 +17,10 @@ fn main() -> anyhow::Result<()> {
         "coffer/events/v1/envelope.proto",
         "coffer/events/v1/diagnostics.proto",
         "coffer/events/v1/enrollment.proto",
+        "coffer/events/v1/credentials.proto",
         "coffer/diagnostics/v1/diagnostics.proto",
         "coffer/enrollment/v1/enrollment.proto",
+        "coffer/credentials/v1/credentials.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     for file in &files {
@@ -24,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 
     tonic_prost_build::configure()
+        // Messages that carry a secret get a redacting `Debug` in `src/lib.rs` instead of the
+        // derived one, so no log line or error can print the secret by formatting a request.
+        .skip_debug(SECRET_BEARING)
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -65,6 +65,9 @@ permissions! {
     CredentialManage => "credential.manage",
     /// Export the org's recovery key. Owners only.
     RecoveryKeyExport => "recovery_key.export",
+    /// Read the org's public age recipient, which every backup is encrypted to. Held by every
+    /// role and by agents.
+    OrgKeyRead => "org_key.read",
     /// List databases under backup.
     DatabaseRead => "database.read",
     /// Add, change and remove databases.
@@ -143,6 +146,7 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::EnrollmentTokenRead
         | Permission::AgentRead
         | Permission::CrlRead
+        | Permission::OrgKeyRead
         | Permission::DatabaseRead
         | Permission::DestinationRead
         | Permission::ScheduleRead
@@ -258,6 +262,7 @@ agent.renew              . . . . .
 credential.read          x x x x .
 credential.manage        x x . . .
 recovery_key.export      x . . . .
+org_key.read             x x x x x
 database.read            x x x x x
 database.manage          x x . . .
 destination.read         x x x x x

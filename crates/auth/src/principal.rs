@@ -87,8 +87,13 @@ pub enum Denied {
     },
 }
 
-/// What an enrolled agent may do: fetch its org's CRL and renew its own certificate.
-pub const AGENT_PERMISSIONS: &[Permission] = &[Permission::CrlRead, Permission::AgentRenew];
+/// What an enrolled agent may do: fetch its org's CRL, renew its own certificate and read the
+/// org's age recipient (to encrypt backups to).
+pub const AGENT_PERMISSIONS: &[Permission] = &[
+    Permission::CrlRead,
+    Permission::AgentRenew,
+    Permission::OrgKeyRead,
+];
 
 /// Whether `principal` may use `permission` in `org`.
 ///
@@ -227,13 +232,16 @@ mod tests {
     }
 
     #[test]
-    fn agents_may_only_read_the_crl_and_renew() {
+    fn agents_may_only_read_the_crl_and_their_orgs_recipient_and_renew() {
         // Given an agent of org A, when it asks for user permissions in org A,
-        // then only CrlRead and AgentRenew are allowed.
+        // then only CrlRead, OrgKeyRead and AgentRenew are allowed.
         let a = OrgId::new();
         for &p in Permission::ALL {
             let result = authorize(&agent(a), a, p);
-            if matches!(p, Permission::CrlRead | Permission::AgentRenew) {
+            if matches!(
+                p,
+                Permission::CrlRead | Permission::OrgKeyRead | Permission::AgentRenew
+            ) {
                 assert_eq!(result, Ok(()));
             } else {
                 assert_eq!(result, Err(Denied::Forbidden { permission: p }), "{p}");

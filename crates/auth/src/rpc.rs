@@ -4,6 +4,34 @@ use crate::Permission;
 /// protos in both directions, so a new RPC cannot be forgotten and a removed one cannot linger.
 const RPC_PERMISSIONS: &[(&str, Permission)] = &[
     (
+        "/coffer.credentials.v1.CredentialService/CreateCredential",
+        Permission::CredentialManage,
+    ),
+    (
+        "/coffer.credentials.v1.CredentialService/ReplaceCredentialValue",
+        Permission::CredentialManage,
+    ),
+    (
+        "/coffer.credentials.v1.CredentialService/DeleteCredential",
+        Permission::CredentialManage,
+    ),
+    (
+        "/coffer.credentials.v1.CredentialService/GetCredential",
+        Permission::CredentialRead,
+    ),
+    (
+        "/coffer.credentials.v1.CredentialService/ListCredentials",
+        Permission::CredentialRead,
+    ),
+    (
+        "/coffer.credentials.v1.OrgKeyService/GetOrgRecipient",
+        Permission::OrgKeyRead,
+    ),
+    (
+        "/coffer.credentials.v1.OrgKeyService/ExportRecoveryKey",
+        Permission::RecoveryKeyExport,
+    ),
+    (
         "/coffer.diagnostics.v1.DiagnosticsService/SendProbe",
         Permission::DiagnosticsProbe,
     ),

@@ -10,6 +10,24 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/coffer_descriptor.bin"));
 
+/// A `Debug` for a message whose derived one `build.rs` skipped: the listed fields as they are,
+/// the secret field as `[REDACTED]`.
+macro_rules! redacted_debug {
+    ($message:ident { $($field:ident),* } secret $secret:ident) => {
+        impl ::std::fmt::Debug for $message {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                // Only the listed fields are shown; naming the secret here makes a rename of it
+                // fail to compile rather than silently drop the redaction.
+                let _ = &self.$secret;
+                f.debug_struct(stringify!($message))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field(stringify!($secret), &"[REDACTED]")
+                    .finish()
+            }
+        }
+    };
+}
+
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("coffer.common.v1");
@@ -31,6 +49,16 @@ pub mod diagnostics {
 pub mod enrollment {
     pub mod v1 {
         tonic::include_proto!("coffer.enrollment.v1");
+    }
+}
+
+pub mod credentials {
+    pub mod v1 {
+        tonic::include_proto!("coffer.credentials.v1");
+
+        redacted_debug!(CreateCredentialRequest { org_id, name, purpose } secret value);
+        redacted_debug!(ReplaceCredentialValueRequest { org_id, credential_id } secret value);
+        redacted_debug!(RecoveryKey { org_id, recipient } secret identity);
     }
 }
 

@@ -7,6 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod field;
+
+pub use field::{FieldError, clean_name};
+
 /// Error returned when a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} must be a UUID, got {len} characters that do not parse")]

@@ -11,4 +11,8 @@ pub mod startup;
 pub mod tls;
 
 /// Every service schema this binary knows, in migration order.
-pub const SCHEMAS: &[coffer_db::Schema] = &[coffer_enrollment::SCHEMA, diag::SCHEMA];
+pub const SCHEMAS: &[coffer_db::Schema] = &[
+    coffer_enrollment::SCHEMA,
+    coffer_credentials::SCHEMA,
+    diag::SCHEMA,
+];

@@ -120,6 +120,10 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
                     coffer_enrollment::app::projections(),
                 ),
                 Target::Diag => (diag::SERVICE, diag::projections()),
+                Target::Credentials => (
+                    coffer_credentials::SERVICE,
+                    coffer_credentials::app::projections(),
+                ),
                 Target::All => anyhow::bail!("--service must name one service"),
             };
             let opts = config.database.owner_options()?;

@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use coffer_db::Database;
 use coffer_eventstore::{Consumer, Relay};
+use coffer_proto::credentials::v1::{
+    credential_service_server::CredentialServiceServer, org_key_service_server::OrgKeyServiceServer,
+};
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use coffer_auth::revocation::Revocations;
+use coffer_credentials::Credentials;
+use coffer_credentials::grpc::CredentialsGrpc;
 use coffer_enrollment::grpc::EnrollmentGrpc;
 use coffer_enrollment::pki::Pki;
 use coffer_enrollment::tokens::{TokenSettings, Tokens};
@@ -37,6 +42,8 @@ pub enum Target {
     All,
     /// Enrollment: orgs, members, API keys, access tokens.
     Enrollment,
+    /// Credentials: the credential vault, org age keys, credential release.
+    Credentials,
     /// Diagnostics: the event pipeline probe.
     Diag,
 }
@@ -214,6 +221,8 @@ impl Application {
         };
         let enrollment_db = connect(wants(Target::Enrollment), coffer_enrollment::SCHEMA).await?;
         let diag_db = connect(wants(Target::Diag), diag::SCHEMA).await?;
+        let credentials_db =
+            connect(wants(Target::Credentials), coffer_credentials::SCHEMA).await?;
 
         // Enrollment first: it publishes the key set the auth layer then follows.
         let mut enrollment = None;
@@ -309,6 +318,31 @@ impl Application {
                 .add_service(MemberServiceServer::new(grpc.clone()))
                 .add_service(ApiKeyServiceServer::new(grpc.clone()))
                 .add_service(TokenServiceServer::new(grpc));
+        }
+
+        if let Some(db) = credentials_db {
+            let kms = kms.clone().ok_or_else(|| {
+                BootError::Missing("the credentials target needs [kms] configured".to_owned())
+            })?;
+            let app = Credentials::new(db.clone(), kms);
+            background.extend(pipeline(
+                &config,
+                &js,
+                db,
+                coffer_credentials::SERVICE,
+                coffer_credentials::consumers::org_keys_config(&config.nats.bus),
+                coffer_credentials::consumers::org_keys_handler(app.clone()),
+            ));
+            health
+                .set_serving::<CredentialServiceServer<CredentialsGrpc>>()
+                .await;
+            health
+                .set_serving::<OrgKeyServiceServer<CredentialsGrpc>>()
+                .await;
+            let grpc = CredentialsGrpc::new(app);
+            router = router
+                .add_service(CredentialServiceServer::new(grpc.clone()))
+                .add_service(OrgKeyServiceServer::new(grpc));
         }
 
         if let Some(db) = diag_db {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use coffer_proto::credentials::v1 as cred;
 use coffer_proto::diagnostics::v1 as diag;
 use coffer_proto::enrollment::v1 as pb;
 use prost::Message;
@@ -60,13 +61,15 @@ fn coffer_methods() -> Vec<String> {
     methods
 }
 
-/// Events in org A caused by requests (the diagnostics consumer's own `ProbeObserved`
-/// arrives on its own time and is not one).
+/// Events in org A caused by requests (the diagnostics consumer's own `ProbeObserved` and
+/// the credentials consumer's `OrgKeyGenerated` arrive on their own time and are not).
 async fn event_count(su: &sqlx::PgPool, org: coffer_types::OrgId) -> i64 {
     sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM coffer_enrollment.events WHERE org_id = $1)
               + (SELECT count(*) FROM coffer_diag.events
-                 WHERE org_id = $1 AND event_type <> 'ProbeObserved')",
+                 WHERE org_id = $1 AND event_type <> 'ProbeObserved')
+              + (SELECT count(*) FROM coffer_credentials.events
+                 WHERE org_id = $1 AND event_type <> 'OrgKeyGenerated')",
     )
     .bind(org.as_uuid())
     .fetch_one(su)
@@ -120,6 +123,18 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
             .token
             .unwrap()
             .token_id;
+    let credential =
+        cred::credential_service_client::CredentialServiceClient::new(a_channel.clone())
+            .create_credential(cred::CreateCredentialRequest {
+                org_id: a_id.clone(),
+                name: "prod/db".into(),
+                purpose: "database".into(),
+                value: b"a's password".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .credential_id;
     let probe = diag::diagnostics_service_client::DiagnosticsServiceClient::new(a_channel)
         .send_probe(diag::SendProbeRequest {
             org_id: a_id.clone(),
@@ -142,6 +157,8 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
     let keys = pb::api_key_service_client::ApiKeyServiceClient::new(ch.clone());
     let tokens = pb::enrollment_token_service_client::EnrollmentTokenServiceClient::new(ch.clone());
     let agents = pb::agent_service_client::AgentServiceClient::new(ch.clone());
+    let credentials = cred::credential_service_client::CredentialServiceClient::new(ch.clone());
+    let org_keys = cred::org_key_service_client::OrgKeyServiceClient::new(ch.clone());
     let probes = diag::diagnostics_service_client::DiagnosticsServiceClient::new(ch);
     let mut calls: BTreeMap<&str, Call> = BTreeMap::new();
     macro_rules! probe {
@@ -339,6 +356,71 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         }
     );
 
+    probe!(
+        "/coffer.credentials.v1.CredentialService/CreateCredential",
+        credentials,
+        create_credential,
+        cred::CreateCredentialRequest {
+            org_id: a_id.clone(),
+            name: "b-was-here".into(),
+            purpose: "generic".into(),
+            value: b"x".to_vec(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.CredentialService/ReplaceCredentialValue",
+        credentials,
+        replace_credential_value,
+        cred::ReplaceCredentialValueRequest {
+            org_id: a_id.clone(),
+            credential_id: credential.clone(),
+            value: b"x".to_vec(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.CredentialService/DeleteCredential",
+        credentials,
+        delete_credential,
+        cred::DeleteCredentialRequest {
+            org_id: a_id.clone(),
+            credential_id: credential.clone(),
+            reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.CredentialService/GetCredential",
+        credentials,
+        get_credential,
+        cred::GetCredentialRequest {
+            org_id: a_id.clone(),
+            credential_id: credential.clone(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.CredentialService/ListCredentials",
+        credentials,
+        list_credentials,
+        cred::ListCredentialsRequest {
+            org_id: a_id.clone(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.OrgKeyService/GetOrgRecipient",
+        org_keys,
+        get_org_recipient,
+        cred::GetOrgRecipientRequest {
+            org_id: a_id.clone(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.OrgKeyService/ExportRecoveryKey",
+        org_keys,
+        export_recovery_key,
+        cred::ExportRecoveryKeyRequest {
+            org_id: a_id.clone(),
+            reason: "x".into(),
+        }
+    );
     // Every RPC in the descriptors is either probed or explained.
     let methods = coffer_methods();
     for method in &methods {

@@ -9,7 +9,8 @@ use coffer_db::DbConfig;
 use coffer_eventstore::{BusConfig, RelayConfig};
 use coffer_kms::{KeyId, KmsConfig, LocalConfig, LocalKms};
 use coffer_proto::enrollment::v1::{
-    CreateOrgRequest, ExchangeRequest, org_service_client::OrgServiceClient,
+    CreateApiKeyRequest, CreateOrgRequest, ExchangeRequest,
+    api_key_service_client::ApiKeyServiceClient, org_service_client::OrgServiceClient,
     token_service_client::TokenServiceClient,
 };
 use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig, TlsConfig};
@@ -150,6 +151,22 @@ impl TestApp {
             owner_key: created.owner_api_key.unwrap().secret,
             owner_user_id: created.owner.unwrap().user_id,
         }
+    }
+
+    /// A new API key of `org` with `role`, created by its owner; returns the secret.
+    pub async fn new_api_key(&self, org: &TestOrg, role: &str) -> String {
+        ApiKeyServiceClient::new(self.authed(&org.owner_key).await)
+            .create_api_key(CreateApiKeyRequest {
+                org_id: org.org.to_string(),
+                name: format!("{role} key"),
+                role: role.to_owned(),
+                scopes: vec![],
+                expires_at: None,
+            })
+            .await
+            .expect("create api key")
+            .into_inner()
+            .secret
     }
 }
 

@@ -3,6 +3,7 @@
 mod agents;
 mod binary;
 mod cli;
+mod credentials;
 mod cross_tenant;
 mod diag;
 mod enrollment;

@@ -1,0 +1,394 @@
+//! The credentials application: commands and queries over the vault and the org keys.
+//!
+//! Callers have already been authenticated and authorised for the RPC's permission by the
+//! gRPC layer (`coffer_auth`'s table). KMS is called outside database transactions, so a slow
+//! KMS never holds a connection, and every consequential action commits its event before its
+//! result leaves this layer (P3).
+
+use std::sync::Arc;
+
+use coffer_db::TenantTx;
+use coffer_eventstore::{EventStore, ExecuteError, Projection};
+use coffer_kms::Kms;
+use coffer_types::{Actor, AggregateId, OrgId};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+
+use crate::age_key;
+use crate::domain::FieldError;
+use crate::domain::credential::{
+    Credential, CredentialCommand, CredentialError, Purpose, ValueVersion, check_name,
+    check_value_len,
+};
+use crate::domain::org_key::{OrgKey, OrgKeyCommand, OrgKeyError};
+use crate::envelope::{self, ValueSlot};
+use crate::store::{self, CredentialView, OrgKeyView, StoredValue};
+
+/// Why a credentials request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field broke a rule (InvalidArgument).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No such thing in the caller's org (NotFound). Another org's things are reported the
+    /// same way.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// It exists already (AlreadyExists).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Another change got there first (Aborted).
+    #[error("{0}")]
+    Conflict(String),
+    /// KMS, or something generated asynchronously, is not available yet (Unavailable). Nothing
+    /// was stored or released.
+    #[error("{0}")]
+    Unavailable(String),
+    /// KMS refused to unwrap a stored key, or stored material does not verify (Internal). Logged
+    /// where it is turned into a status; the caller learns nothing more.
+    #[error("stored key material cannot be used: {0}")]
+    Integrity(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] coffer_eventstore::Error),
+}
+
+impl From<coffer_db::Error> for Error {
+    fn from(e: coffer_db::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(coffer_db::Error::from(e).into())
+    }
+}
+
+impl From<coffer_kms::Error> for Error {
+    fn from(e: coffer_kms::Error) -> Self {
+        match e {
+            coffer_kms::Error::Unavailable(_) => {
+                Error::Unavailable("kms is unavailable; nothing was stored or released".into())
+            }
+            other => Error::Integrity(other.to_string()),
+        }
+    }
+}
+
+impl From<ExecuteError<CredentialError>> for Error {
+    fn from(e: ExecuteError<CredentialError>) -> Self {
+        match e {
+            ExecuteError::Rejected(CredentialError::Invalid(f)) => Error::Invalid(f),
+            ExecuteError::Rejected(CredentialError::NotFound) => Error::NotFound("credential"),
+            ExecuteError::Rejected(e @ CredentialError::AlreadyExists) => {
+                Error::AlreadyExists(e.to_string())
+            }
+            ExecuteError::Rejected(e @ CredentialError::VersionMismatch) => {
+                Error::Conflict(e.to_string())
+            }
+            ExecuteError::Store(s) => Error::Store(s),
+        }
+    }
+}
+
+impl From<ExecuteError<OrgKeyError>> for Error {
+    fn from(e: ExecuteError<OrgKeyError>) -> Self {
+        match e {
+            ExecuteError::Rejected(OrgKeyError::Invalid(f)) => Error::Invalid(f),
+            ExecuteError::Rejected(OrgKeyError::NotFound) => not_generated(),
+            ExecuteError::Rejected(e @ OrgKeyError::AlreadyExists) => {
+                Error::AlreadyExists(e.to_string())
+            }
+            ExecuteError::Store(s) => Error::Store(s),
+        }
+    }
+}
+
+fn not_generated() -> Error {
+    Error::Unavailable("the org key has not been generated yet; retry shortly".into())
+}
+
+/// A plaintext credential value, as it arrives: never printed, zeroed on drop.
+pub type Value = SecretSlice<u8>;
+
+/// The org's exported private key and its recipient.
+#[derive(Debug)]
+pub struct RecoveryKey {
+    /// The org.
+    pub org_id: OrgId,
+    /// `age1…`.
+    pub recipient: String,
+    /// `AGE-SECRET-KEY-1…`.
+    pub identity: SecretString,
+}
+
+/// The projections this service maintains (also used by `coffer admin rebuild-projections`).
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(store::Credentials), Arc::new(store::OrgKeys)]
+}
+
+/// The credentials service's application layer.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub(crate) store: EventStore,
+    pub(crate) kms: Arc<dyn Kms>,
+}
+
+/// The aggregate id of a credential: its credential id.
+fn credential_aggregate(id: uuid::Uuid) -> AggregateId {
+    AggregateId::from(id)
+}
+
+/// The aggregate id of an org's key pair: the org id.
+fn org_key_aggregate(org: OrgId) -> AggregateId {
+    AggregateId::from(*org.as_uuid())
+}
+
+impl Credentials {
+    /// The application over the service's database, wrapping keys with `kms`.
+    pub fn new(db: coffer_db::Database, kms: Arc<dyn Kms>) -> Self {
+        Self {
+            store: EventStore::new(db, projections()),
+            kms,
+        }
+    }
+
+    async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
+        Ok(self.store.db().begin_tenant(org).await?)
+    }
+
+    /// Encrypts `value` as `version` of `credential` under a fresh data key.
+    async fn encrypt(&self, slot: ValueSlot, value: &Value) -> Result<StoredValue, Error> {
+        let dek = self.kms.generate_data_key(&slot.kms_context()?).await?;
+        let sealed = envelope::seal(&dek.plaintext, slot, value.expose_secret());
+        Ok(StoredValue {
+            wrapped_dek: dek.wrapped,
+            sealed,
+        })
+    }
+
+    /// Stores a new credential with its first value.
+    pub async fn create_credential(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        name: &str,
+        purpose: Purpose,
+        value: Value,
+    ) -> Result<CredentialView, Error> {
+        let name = check_name(name)?;
+        let value_bytes = check_value_len(value.expose_secret().len())?;
+        let id = uuid::Uuid::now_v7();
+        let slot = ValueSlot {
+            org,
+            credential: id,
+            version: 1,
+        };
+        let stored = self.encrypt(slot, &value).await?;
+        drop(value);
+
+        let mut tx = self.begin(org).await?;
+        if store::name_taken(&mut tx, &name).await? {
+            return Err(Error::AlreadyExists(format!(
+                "a credential named {name} already exists"
+            )));
+        }
+        let command = CredentialCommand::CreateCredential {
+            name,
+            purpose,
+            value: ValueVersion {
+                version: 1,
+                value_bytes,
+                kms_key_id: stored.wrapped_dek.key_id.as_str().to_owned(),
+            },
+        };
+        self.store
+            .execute_in::<Credential>(&mut tx, credential_aggregate(id), actor, command)
+            .await?;
+        store::insert_value(&mut tx, org, id, 1, &stored).await?;
+        let view = store::credential(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Stores a new version of a credential's value.
+    pub async fn replace_value(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: uuid::Uuid,
+        value: Value,
+    ) -> Result<CredentialView, Error> {
+        let value_bytes = check_value_len(value.expose_secret().len())?;
+        let current = {
+            let mut tx = self.begin(org).await?;
+            store::credential(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("credential"))?
+        };
+        let version = current.version + 1;
+        let slot = ValueSlot {
+            org,
+            credential: id,
+            version,
+        };
+        let stored = self.encrypt(slot, &value).await?;
+        drop(value);
+
+        let mut tx = self.begin(org).await?;
+        let command = CredentialCommand::ReplaceValue {
+            value: ValueVersion {
+                version,
+                value_bytes,
+                kms_key_id: stored.wrapped_dek.key_id.as_str().to_owned(),
+            },
+        };
+        // The aggregate refuses any version but the next, so two concurrent replacements
+        // cannot both store the same version number.
+        self.store
+            .execute_in::<Credential>(&mut tx, credential_aggregate(id), actor, command)
+            .await?;
+        store::insert_value(&mut tx, org, id, version, &stored).await?;
+        let view = store::credential(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Deletes a credential and destroys every stored version of its value.
+    pub async fn delete_credential(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.begin(org).await?;
+        let command = CredentialCommand::DeleteCredential {
+            reason: reason.to_owned(),
+        };
+        self.store
+            .execute_in::<Credential>(&mut tx, credential_aggregate(id), actor, command)
+            .await?;
+        store::delete_values(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One credential's metadata.
+    pub async fn get_credential(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+    ) -> Result<CredentialView, Error> {
+        let mut tx = self.begin(org).await?;
+        store::credential(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("credential"))
+    }
+
+    /// Every live credential's metadata.
+    pub async fn list_credentials(&self, org: OrgId) -> Result<Vec<CredentialView>, Error> {
+        let mut tx = self.begin(org).await?;
+        Ok(store::credentials(&mut tx).await?)
+    }
+
+    /// Decrypts the current value of a credential. For the release path only: no RPC hands
+    /// a value back to a user.
+    pub async fn decrypt_current(&self, org: OrgId, id: uuid::Uuid) -> Result<Value, Error> {
+        let (view, stored) = {
+            let mut tx = self.begin(org).await?;
+            let view = store::credential(&mut tx, id)
+                .await?
+                .ok_or(Error::NotFound("credential"))?;
+            let stored = store::value(&mut tx, id, view.version)
+                .await?
+                .ok_or(Error::NotFound("credential"))?;
+            (view, stored)
+        };
+        let slot = ValueSlot {
+            org,
+            credential: id,
+            version: view.version,
+        };
+        let dek = self
+            .kms
+            .decrypt(&stored.wrapped_dek, &slot.kms_context()?)
+            .await?;
+        envelope::open(&dek, slot, &stored.sealed).map_err(|e| Error::Integrity(e.to_string()))
+    }
+
+    /// The org's public recipient.
+    pub async fn org_recipient(&self, org: OrgId) -> Result<OrgKeyView, Error> {
+        let mut tx = self.begin(org).await?;
+        store::org_key(&mut tx).await?.ok_or_else(not_generated)
+    }
+
+    /// Generates the org's key pair unless it has one; runs in the caller's transaction (the
+    /// `OrgCreated` consumer's). Returns whether a key was generated.
+    pub async fn ensure_org_key(
+        &self,
+        tx: &mut TenantTx,
+        org: OrgId,
+        actor: &Actor,
+    ) -> Result<bool, Error> {
+        let (existing, _) = self
+            .store
+            .load::<OrgKey>(tx, org_key_aggregate(org))
+            .await?;
+        if existing.exists() {
+            return Ok(false);
+        }
+        let key = age_key::generate();
+        let wrapped = age_key::wrap(self.kms.as_ref(), org, &key.identity).await?;
+        let command = OrgKeyCommand::GenerateOrgKey {
+            recipient: key.recipient,
+            kms_key_id: wrapped.key_id.as_str().to_owned(),
+        };
+        self.store
+            .execute_in::<OrgKey>(tx, org_key_aggregate(org), actor, command)
+            .await?;
+        store::insert_org_key_secret(tx, org, &wrapped).await?;
+        Ok(true)
+    }
+
+    /// Hands an owner the org's private key. The export is committed as an event before the
+    /// key leaves this function (P3); if KMS or the commit fails, nothing is returned.
+    pub async fn export_recovery_key(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        reason: &str,
+    ) -> Result<RecoveryKey, Error> {
+        let (view, wrapped) = {
+            let mut tx = self.begin(org).await?;
+            let view = store::org_key(&mut tx).await?.ok_or_else(not_generated)?;
+            let wrapped = store::org_key_secret(&mut tx)
+                .await?
+                .ok_or_else(not_generated)?;
+            (view, wrapped)
+        };
+        let identity = age_key::unwrap(self.kms.as_ref(), org, &wrapped)
+            .await
+            .map_err(|e| match e {
+                age_key::UnwrapError::Kms(e) => Error::from(e),
+                corrupt @ age_key::UnwrapError::Corrupt => Error::Integrity(corrupt.to_string()),
+            })?;
+        let mut tx = self.begin(org).await?;
+        let command = OrgKeyCommand::ExportRecoveryKey {
+            reason: reason.to_owned(),
+        };
+        self.store
+            .execute_in::<OrgKey>(&mut tx, org_key_aggregate(org), actor, command)
+            .await?;
+        tx.commit().await?;
+        Ok(RecoveryKey {
+            org_id: org,
+            recipient: view.recipient,
+            identity,
+        })
+    }
+}

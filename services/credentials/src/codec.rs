@@ -1,0 +1,191 @@
+//! Protobuf encoding of the credentials events (`coffer.events.v1`), with the validation a
+//! stored or received payload needs on the way back in.
+
+use coffer_eventstore::{DecodeError, DomainEvent};
+use coffer_proto::events::v1 as pb;
+use prost::Message;
+
+use crate::domain::credential::{CredentialEvent, Purpose, ValueVersion};
+use crate::domain::org_key::OrgKeyEvent;
+
+fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
+    DecodeError::malformed(event_type, what)
+}
+
+fn v1(event_type: &str, schema_version: u32) -> Result<(), DecodeError> {
+    if schema_version == 1 {
+        Ok(())
+    } else {
+        Err(DecodeError::UnsupportedVersion {
+            event_type: event_type.to_owned(),
+            schema_version,
+        })
+    }
+}
+
+impl DomainEvent for CredentialEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            CredentialEvent::CredentialCreated { .. } => "CredentialCreated",
+            CredentialEvent::CredentialValueSet(_) => "CredentialValueSet",
+            CredentialEvent::CredentialDeleted { .. } => "CredentialDeleted",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            CredentialEvent::CredentialCreated { name, purpose } => pb::CredentialCreated {
+                name: name.clone(),
+                purpose: purpose.as_str().to_owned(),
+            }
+            .encode_to_vec(),
+            CredentialEvent::CredentialValueSet(v) => pb::CredentialValueSet {
+                version: v.version,
+                value_bytes: v.value_bytes,
+                kms_key_id: v.kms_key_id.clone(),
+            }
+            .encode_to_vec(),
+            CredentialEvent::CredentialDeleted { reason } => pb::CredentialDeleted {
+                reason: reason.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        match t {
+            "CredentialCreated" => {
+                v1(t, schema_version)?;
+                let m = pb::CredentialCreated::decode(payload).map_err(|e| bad(t, e))?;
+                Ok(CredentialEvent::CredentialCreated {
+                    name: m.name,
+                    purpose: Purpose::parse(&m.purpose).map_err(|e| bad(t, e))?,
+                })
+            }
+            "CredentialValueSet" => {
+                v1(t, schema_version)?;
+                let m = pb::CredentialValueSet::decode(payload).map_err(|e| bad(t, e))?;
+                if m.version == 0 || m.kms_key_id.is_empty() {
+                    return Err(bad(t, "version and kms_key_id are required"));
+                }
+                Ok(CredentialEvent::CredentialValueSet(ValueVersion {
+                    version: m.version,
+                    value_bytes: m.value_bytes,
+                    kms_key_id: m.kms_key_id,
+                }))
+            }
+            "CredentialDeleted" => {
+                v1(t, schema_version)?;
+                let m = pb::CredentialDeleted::decode(payload).map_err(|e| bad(t, e))?;
+                Ok(CredentialEvent::CredentialDeleted { reason: m.reason })
+            }
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+impl DomainEvent for OrgKeyEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrgKeyEvent::OrgKeyGenerated { .. } => "OrgKeyGenerated",
+            OrgKeyEvent::RecoveryKeyExported { .. } => "RecoveryKeyExported",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            OrgKeyEvent::OrgKeyGenerated {
+                recipient,
+                kms_key_id,
+            } => pb::OrgKeyGenerated {
+                recipient: recipient.clone(),
+                kms_key_id: kms_key_id.clone(),
+            }
+            .encode_to_vec(),
+            OrgKeyEvent::RecoveryKeyExported { reason } => pb::RecoveryKeyExported {
+                reason: reason.clone(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        match t {
+            "OrgKeyGenerated" => {
+                v1(t, schema_version)?;
+                let m = pb::OrgKeyGenerated::decode(payload).map_err(|e| bad(t, e))?;
+                if !m.recipient.starts_with("age1") || m.kms_key_id.is_empty() {
+                    return Err(bad(t, "recipient must be age1… and kms_key_id is required"));
+                }
+                Ok(OrgKeyEvent::OrgKeyGenerated {
+                    recipient: m.recipient,
+                    kms_key_id: m.kms_key_id,
+                })
+            }
+            "RecoveryKeyExported" => {
+                v1(t, schema_version)?;
+                let m = pb::RecoveryKeyExported::decode(payload).map_err(|e| bad(t, e))?;
+                Ok(OrgKeyEvent::RecoveryKeyExported { reason: m.reason })
+            }
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<E: DomainEvent + PartialEq + std::fmt::Debug>(event: E) {
+        let back = E::decode(event.event_type(), 1, &event.encode()).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        round_trip(CredentialEvent::CredentialCreated {
+            name: "prod/db".into(),
+            purpose: Purpose::Database,
+        });
+        round_trip(CredentialEvent::CredentialValueSet(ValueVersion {
+            version: 3,
+            value_bytes: 40,
+            kms_key_id: "master-1".into(),
+        }));
+        round_trip(CredentialEvent::CredentialDeleted {
+            reason: "unused".into(),
+        });
+        round_trip(OrgKeyEvent::OrgKeyGenerated {
+            recipient: "age1qqq".into(),
+            kms_key_id: "master-1".into(),
+        });
+        round_trip(OrgKeyEvent::RecoveryKeyExported {
+            reason: "drill".into(),
+        });
+    }
+
+    #[test]
+    fn unknown_types_versions_and_bad_fields_are_decode_errors() {
+        assert!(matches!(
+            CredentialEvent::decode("CredentialStolen", 1, &[]),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            CredentialEvent::decode("CredentialCreated", 2, &[]),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
+        let bad_purpose = pb::CredentialCreated {
+            name: "x".into(),
+            purpose: "kms".into(),
+        }
+        .encode_to_vec();
+        assert!(matches!(
+            CredentialEvent::decode("CredentialCreated", 1, &bad_purpose),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            OrgKeyEvent::decode("OrgKeyGenerated", 1, &[]),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+}

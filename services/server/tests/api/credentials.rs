@@ -1,0 +1,567 @@
+//! The credentials service: the vault (values in, never out), envelope encryption bound to
+//! its row, the org age key and its recovery export checked with stock `age`.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_credentials::Credentials;
+use coffer_proto::credentials::v1 as pb;
+use coffer_proto::credentials::v1::credential_service_client::CredentialServiceClient;
+use coffer_proto::credentials::v1::org_key_service_client::OrgKeyServiceClient;
+use coffer_types::OrgId;
+use secrecy::ExposeSecret;
+use tokio::io::AsyncWriteExt;
+use tonic::Code;
+
+use crate::helpers::{Authed, TestApp, TestOrg, spawn_app};
+
+async fn vault(app: &TestApp, org: &TestOrg) -> CredentialServiceClient<Authed> {
+    CredentialServiceClient::new(app.authed(&org.owner_key).await)
+}
+
+async fn org_keys(app: &TestApp, key: &str) -> OrgKeyServiceClient<Authed> {
+    OrgKeyServiceClient::new(app.authed(key).await)
+}
+
+async fn create(
+    client: &mut CredentialServiceClient<Authed>,
+    org: OrgId,
+    name: &str,
+    value: &[u8],
+) -> pb::Credential {
+    client
+        .create_credential(pb::CreateCredentialRequest {
+            org_id: org.to_string(),
+            name: name.into(),
+            purpose: "database".into(),
+            value: value.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Counts of what the credentials service has written: events and stored value versions.
+async fn written(app: &TestApp) -> (i64, i64) {
+    let su = app.db.superuser().await;
+    let events = sqlx::query_scalar(
+        "SELECT count(*) FROM coffer_credentials.events WHERE event_type <> 'OrgKeyGenerated'",
+    )
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    let values = sqlx::query_scalar("SELECT count(*) FROM coffer_credentials.credential_secrets")
+        .fetch_one(&su)
+        .await
+        .unwrap();
+    (events, values)
+}
+
+/// The application over the test server's own database and KMS key, for the decrypt path no
+/// RPC exposes to users.
+async fn application(app: &TestApp) -> Credentials {
+    Credentials::new(
+        app.db.service(coffer_credentials::SERVICE).await,
+        Arc::new(app.kms()),
+    )
+}
+
+#[tokio::test]
+async fn p2_the_vault_stores_replaces_lists_and_deletes_and_never_stores_or_returns_a_value_in_plaintext()
+ {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut client = vault(&app, &acme).await;
+    let secret = b"correct horse battery staple";
+
+    let created = create(&mut client, acme.org, "prod/orders-db", secret).await;
+    assert_eq!(
+        created.vault_ref,
+        format!("vault:coffer/{}/{}", acme.org, created.credential_id)
+    );
+    assert_eq!(
+        (
+            created.version,
+            created.value_bytes,
+            created.purpose.as_str()
+        ),
+        (1, secret.len() as u32, "database")
+    );
+    assert_eq!(created.kms_key_id, "test-master");
+
+    let replaced = client
+        .replace_credential_value(pb::ReplaceCredentialValueRequest {
+            org_id: acme.org.to_string(),
+            credential_id: created.credential_id.clone(),
+            value: b"a new password".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((replaced.version, replaced.value_bytes), (2, 14));
+    let got = client
+        .get_credential(pb::GetCredentialRequest {
+            org_id: acme.org.to_string(),
+            credential_id: created.credential_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, replaced);
+    let listed = client
+        .list_credentials(pb::ListCredentialsRequest {
+            org_id: acme.org.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .credentials;
+    assert_eq!(listed, vec![replaced.clone()]);
+
+    // The current value decrypts (the release path), and is nowhere in the database in clear:
+    // not in the secret table, the events, the outbox or the read model.
+    let credentials = application(&app).await;
+    let credential_id: uuid::Uuid = created.credential_id.parse().unwrap();
+    let current = credentials
+        .decrypt_current(acme.org, credential_id)
+        .await
+        .unwrap();
+    assert_eq!(current.expose_secret(), &b"a new password"[..]);
+    let su = app.db.superuser().await;
+    let dump: Vec<u8> = sqlx::query_scalar(
+        "SELECT convert_to(
+            (SELECT coalesce(string_agg(encode(ciphertext, 'escape') || encode(wrapped_dek, 'escape'), ''), '')
+               FROM coffer_credentials.credential_secrets)
+         || (SELECT coalesce(string_agg(encode(payload, 'escape'), ''), '') FROM coffer_credentials.events)
+         || (SELECT coalesce(string_agg(to_jsonb(c)::text, ''), '') FROM coffer_credentials.credentials c),
+         'UTF8')",
+    )
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    for plaintext in [&secret[..], b"a new password"] {
+        assert!(
+            !dump.windows(plaintext.len()).any(|w| w == plaintext),
+            "plaintext found at rest"
+        );
+    }
+
+    // Delete destroys every stored version.
+    client
+        .delete_credential(pb::DeleteCredentialRequest {
+            org_id: acme.org.to_string(),
+            credential_id: created.credential_id.clone(),
+            reason: "database retired".into(),
+        })
+        .await
+        .unwrap();
+    let status = client
+        .get_credential(pb::GetCredentialRequest {
+            org_id: acme.org.to_string(),
+            credential_id: created.credential_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert_eq!(written(&app).await.1, 0, "no version survives deletion");
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM coffer_credentials.events WHERE aggregate_type = 'Credential' \
+         ORDER BY position",
+    )
+    .fetch_all(&su)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        [
+            "CredentialCreated",
+            "CredentialValueSet",
+            "CredentialValueSet",
+            "CredentialDeleted"
+        ]
+    );
+    // The name is free again.
+    create(&mut client, acme.org, "prod/orders-db", b"again").await;
+}
+
+#[tokio::test]
+async fn p2_a_ciphertext_copied_onto_another_row_or_another_orgs_row_fails_to_decrypt() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    let mut acme_vault = vault(&app, &acme).await;
+    let source = create(&mut acme_vault, acme.org, "source", b"acme's secret").await;
+    let sibling = create(&mut acme_vault, acme.org, "sibling", b"something else").await;
+    let foreign = create(
+        &mut vault(&app, &other).await,
+        other.org,
+        "foreign",
+        b"other's",
+    )
+    .await;
+
+    let su = app.db.superuser().await;
+    for target in [&sibling.credential_id, &foreign.credential_id] {
+        sqlx::query(
+            "UPDATE coffer_credentials.credential_secrets t
+                SET wrapped_dek = s.wrapped_dek, nonce = s.nonce, ciphertext = s.ciphertext
+               FROM coffer_credentials.credential_secrets s
+              WHERE s.credential_id = $1 AND t.credential_id = $2",
+        )
+        .bind(source.credential_id.parse::<uuid::Uuid>().unwrap())
+        .bind(target.parse::<uuid::Uuid>().unwrap())
+        .execute(&su)
+        .await
+        .unwrap();
+    }
+
+    let credentials = application(&app).await;
+    let id = |c: &pb::Credential| c.credential_id.parse::<uuid::Uuid>().unwrap();
+    let original = credentials
+        .decrypt_current(acme.org, id(&source))
+        .await
+        .unwrap();
+    assert_eq!(original.expose_secret(), &b"acme's secret"[..]);
+    for (org, copy) in [(acme.org, &sibling), (other.org, &foreign)] {
+        let err = credentials
+            .decrypt_current(org, id(copy))
+            .await
+            .expect_err("a copied ciphertext must not decrypt");
+        assert!(
+            matches!(err, coffer_credentials::Error::Integrity(_)),
+            "{err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_by_field_and_stores_nothing() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut client = vault(&app, &acme).await;
+    let existing = create(&mut client, acme.org, "prod/db", b"pw").await;
+    let before = written(&app).await;
+
+    let org = acme.org.to_string();
+    let request = |name: &str, purpose: &str, value: Vec<u8>| pb::CreateCredentialRequest {
+        org_id: org.clone(),
+        name: name.into(),
+        purpose: purpose.into(),
+        value,
+    };
+    let cases = [
+        (
+            request("x", "database", vec![]),
+            Code::InvalidArgument,
+            "value must not be empty",
+        ),
+        (
+            request("x", "database", vec![7; 64 * 1024 + 1]),
+            Code::InvalidArgument,
+            "value must be at most 65536 bytes, got 65537",
+        ),
+        (
+            request("x", "kms", b"v".to_vec()),
+            Code::InvalidArgument,
+            "purpose must be one of database, storage, ssh, generic",
+        ),
+        (
+            request("Prod DB", "database", b"v".to_vec()),
+            Code::InvalidArgument,
+            "name may hold only lowercase letters, digits and . _ - /",
+        ),
+        (
+            request(&"n".repeat(5000), "database", b"v".to_vec()),
+            Code::InvalidArgument,
+            "name must be at most 4096 bytes",
+        ),
+        (
+            request("prod/db", "database", b"v".to_vec()),
+            Code::AlreadyExists,
+            "a credential named prod/db already exists",
+        ),
+        (
+            pb::CreateCredentialRequest {
+                org_id: "not-an-org".into(),
+                ..request("x", "database", b"v".to_vec())
+            },
+            Code::InvalidArgument,
+            "org_id must be a UUID",
+        ),
+    ];
+    for (request, code, message) in cases {
+        let status = client.create_credential(request).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+
+    let replace = |credential_id: &str, value: Vec<u8>| pb::ReplaceCredentialValueRequest {
+        org_id: org.clone(),
+        credential_id: credential_id.into(),
+        value,
+    };
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for (request, code, message) in [
+        (
+            replace(&existing.credential_id, vec![]),
+            Code::InvalidArgument,
+            "value must not be empty",
+        ),
+        (
+            replace("nope", b"v".to_vec()),
+            Code::InvalidArgument,
+            "credential_id must be a UUID",
+        ),
+        (
+            replace(&unknown, b"v".to_vec()),
+            Code::NotFound,
+            "credential not found",
+        ),
+    ] {
+        let status = client.replace_credential_value(request).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+    let status = client
+        .delete_credential(pb::DeleteCredentialRequest {
+            org_id: org.clone(),
+            credential_id: unknown,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+
+    assert_eq!(written(&app).await, before, "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_read_credentials_and_an_operator_cannot_change_them() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let viewer = app.new_api_key(&acme, "viewer").await;
+    let operator = app.new_api_key(&acme, "operator").await;
+    let org = acme.org.to_string();
+
+    let status = CredentialServiceClient::new(app.authed(&viewer).await)
+        .list_credentials(pb::ListCredentialsRequest {
+            org_id: org.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let mut as_operator = CredentialServiceClient::new(app.authed(&operator).await);
+    as_operator
+        .list_credentials(pb::ListCredentialsRequest {
+            org_id: org.clone(),
+        })
+        .await
+        .unwrap();
+    let status = as_operator
+        .create_credential(pb::CreateCredentialRequest {
+            org_id: org,
+            name: "x".into(),
+            purpose: "generic".into(),
+            value: b"v".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            Code::PermissionDenied,
+            "permission credential.manage is required"
+        )
+    );
+}
+
+/// Waits for the org's key pair, which the credentials consumer generates after `OrgCreated`.
+async fn recipient(app: &TestApp, org: &TestOrg) -> pb::OrgRecipient {
+    let client = org_keys(app, &org.owner_key).await;
+    coffer_testkit::eventually("the org key is generated", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let org = org.org.to_string();
+        async move {
+            client
+                .get_org_recipient(pb::GetOrgRecipientRequest { org_id: org })
+                .await
+                .ok()
+                .map(tonic::Response::into_inner)
+        }
+    })
+    .await
+}
+
+async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test]
+async fn p7_a_file_encrypted_to_the_org_recipient_by_stock_age_decrypts_with_the_exported_recovery_key()
+ {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = recipient(&app, &acme).await;
+    assert!(key.recipient.starts_with("age1"), "{key:?}");
+    // Every role reads the recipient.
+    let viewer = app.new_api_key(&acme, "viewer").await;
+    let as_viewer = org_keys(&app, &viewer)
+        .await
+        .get_org_recipient(pb::GetOrgRecipientRequest {
+            org_id: acme.org.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(as_viewer, key);
+
+    let dir = tempfile::tempdir().unwrap();
+    let encrypted = run("age", &["-r", &key.recipient], b"pg_dump output, pretend").await;
+
+    // Only owners export, with a reason, and the export is recorded.
+    let admin = app.new_api_key(&acme, "admin").await;
+    let status = org_keys(&app, &admin)
+        .await
+        .export_recovery_key(pb::ExportRecoveryKeyRequest {
+            org_id: acme.org.to_string(),
+            reason: "drill".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let mut owner = org_keys(&app, &acme.owner_key).await;
+    let status = owner
+        .export_recovery_key(pb::ExportRecoveryKeyRequest {
+            org_id: acme.org.to_string(),
+            reason: " ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "reason must not be empty")
+    );
+    let exported = owner
+        .export_recovery_key(pb::ExportRecoveryKeyRequest {
+            org_id: acme.org.to_string(),
+            reason: "disaster-recovery drill".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(exported.identity.starts_with("AGE-SECRET-KEY-1"));
+    assert_eq!(exported.recipient, key.recipient);
+    assert!(
+        !format!("{exported:?}").contains("AGE-SECRET-KEY"),
+        "the response's Debug is redacted"
+    );
+    let identity_file = dir.path().join("recovery.key");
+    std::fs::write(&identity_file, &exported.identity).unwrap();
+    let decrypted = run(
+        "age",
+        &["-d", "-i", identity_file.to_str().unwrap()],
+        &encrypted,
+    )
+    .await;
+    assert_eq!(decrypted, b"pg_dump output, pretend");
+
+    let su = app.db.superuser().await;
+    let exports: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM coffer_credentials.events \
+         WHERE org_id = $1 AND event_type = 'RecoveryKeyExported'",
+    )
+    .bind(acme.org.as_uuid())
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    assert_eq!(exports, 1, "one export, recorded; the refused ones are not");
+    // The private key is stored only wrapped.
+    let stored: Vec<u8> = sqlx::query_scalar(
+        "SELECT wrapped_identity FROM coffer_credentials.org_key_secrets WHERE org_id = $1",
+    )
+    .bind(acme.org.as_uuid())
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("AGE-SECRET-KEY"));
+}
+
+#[tokio::test]
+async fn the_platform_org_gets_no_age_key_and_each_customer_org_exactly_one() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    recipient(&app, &acme).await;
+    let su = app.db.superuser().await;
+    let keys: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT org_id FROM coffer_credentials.org_keys ORDER BY org_id")
+            .fetch_all(&su)
+            .await
+            .unwrap();
+    assert_eq!(keys, vec![*acme.org.as_uuid()]);
+}
+
+#[tokio::test]
+async fn rebuilding_the_credentials_projections_yields_identical_tables() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    recipient(&app, &acme).await;
+    let mut client = vault(&app, &acme).await;
+    let a = create(&mut client, acme.org, "a", b"1").await;
+    create(&mut client, acme.org, "b", b"2").await;
+    client
+        .replace_credential_value(pb::ReplaceCredentialValueRequest {
+            org_id: acme.org.to_string(),
+            credential_id: a.credential_id.clone(),
+            value: b"3".to_vec(),
+        })
+        .await
+        .unwrap();
+    org_keys(&app, &acme.owner_key)
+        .await
+        .export_recovery_key(pb::ExportRecoveryKeyRequest {
+            org_id: acme.org.to_string(),
+            reason: "drill".into(),
+        })
+        .await
+        .unwrap();
+
+    let su = app.db.superuser().await;
+    let dump = || async {
+        let mut tables = Vec::new();
+        for table in ["credentials", "org_keys"] {
+            let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
+                "SELECT to_jsonb(t) FROM coffer_credentials.{table} t ORDER BY 1::text"
+            ))
+            .fetch_all(&su)
+            .await
+            .unwrap();
+            tables.push(rows);
+        }
+        tables
+    };
+    let before = dump().await;
+    let replayed = coffer_eventstore::rebuild(
+        &mut app.db.owner().await,
+        coffer_credentials::SERVICE,
+        &coffer_credentials::app::projections(),
+    )
+    .await
+    .unwrap();
+    assert!(replayed >= 5, "{replayed}");
+    assert_eq!(dump().await, before);
+}
