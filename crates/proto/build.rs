@@ -4,10 +4,12 @@
 use std::path::PathBuf;
 
 /// Messages with a secret field; see `redacted_debug!` in `src/lib.rs`.
-const SECRET_BEARING: [&str; 3] = [
+const SECRET_BEARING: [&str; 5] = [
     ".coffer.credentials.v1.CreateCredentialRequest",
     ".coffer.credentials.v1.ReplaceCredentialValueRequest",
     ".coffer.credentials.v1.RecoveryKey",
+    ".coffer.credentials.v1.ReleaseCredentialsRequest",
+    ".coffer.credentials.v1.ReleasedCredential",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -40,6 +40,7 @@ pub mod published;
 pub mod revocation;
 mod role;
 mod rpc;
+pub mod ticket;
 pub mod token;
 
 pub use bearer::Authenticator;

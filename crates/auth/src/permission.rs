@@ -65,6 +65,9 @@ permissions! {
     CredentialManage => "credential.manage",
     /// Export the org's recovery key. Owners only.
     RecoveryKeyExport => "recovery_key.export",
+    /// Receive the credentials a job ticket names. Held by agents only (see
+    /// [`crate::AGENT_PERMISSIONS`]), never by a role.
+    CredentialRelease => "credential.release",
     /// Read the org's public age recipient, which every backup is encrypted to. Held by every
     /// role and by agents.
     OrgKeyRead => "org_key.read",
@@ -129,7 +132,8 @@ const NOBODY: &[Role] = &[];
 /// This `match` is the single source of truth and is exhaustive, so a new [`Permission`]
 /// does not compile until someone decides who holds it. The rules:
 ///
-/// - **owner**: everything except [`Permission::AgentRenew`], which only agents hold.
+/// - **owner**: everything except [`Permission::AgentRenew`] and
+///   [`Permission::CredentialRelease`], which only agents hold.
 /// - **admin**: everything except [`Permission::RecoveryKeyExport`]. Granting or revoking
 ///   the owner role and removing owners is further limited by [`can_change_member`].
 /// - **operator**: every `*.read` except [`Permission::AuditRead`], plus
@@ -167,7 +171,7 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::DestinationManage
         | Permission::ScheduleManage => ADMINS,
         Permission::RecoveryKeyExport => OWNERS,
-        Permission::AgentRenew => NOBODY,
+        Permission::AgentRenew | Permission::CredentialRelease => NOBODY,
     }
 }
 
@@ -262,6 +266,7 @@ agent.renew              . . . . .
 credential.read          x x x x .
 credential.manage        x x . . .
 recovery_key.export      x . . . .
+credential.release       . . . . .
 org_key.read             x x x x x
 database.read            x x x x x
 database.manage          x x . . .
@@ -283,14 +288,20 @@ diagnostics.probe        x x x . .
     #[test]
     fn owner_holds_every_permission_but_the_agents_own() {
         for &p in Permission::ALL {
-            assert_eq!(allows(Owner, p), p != Permission::AgentRenew, "{p}");
+            let agents_own = matches!(p, Permission::AgentRenew | Permission::CredentialRelease);
+            assert_eq!(allows(Owner, p), !agents_own, "{p}");
         }
     }
 
     #[test]
     fn admin_holds_everything_but_recovery_key_export() {
         for &p in Permission::ALL {
-            let expected = !matches!(p, Permission::RecoveryKeyExport | Permission::AgentRenew);
+            let expected = !matches!(
+                p,
+                Permission::RecoveryKeyExport
+                    | Permission::AgentRenew
+                    | Permission::CredentialRelease
+            );
             assert_eq!(allows(Admin, p), expected, "{p}");
         }
     }

@@ -87,12 +87,13 @@ pub enum Denied {
     },
 }
 
-/// What an enrolled agent may do: fetch its org's CRL, renew its own certificate and read the
-/// org's age recipient (to encrypt backups to).
+/// What an enrolled agent may do: fetch its org's CRL, renew its own certificate, read the
+/// org's age recipient (to encrypt backups to) and receive the credentials of its job tickets.
 pub const AGENT_PERMISSIONS: &[Permission] = &[
     Permission::CrlRead,
     Permission::AgentRenew,
     Permission::OrgKeyRead,
+    Permission::CredentialRelease,
 ];
 
 /// Whether `principal` may use `permission` in `org`.
@@ -232,15 +233,18 @@ mod tests {
     }
 
     #[test]
-    fn agents_may_only_read_the_crl_and_their_orgs_recipient_and_renew() {
-        // Given an agent of org A, when it asks for user permissions in org A,
-        // then only CrlRead, OrgKeyRead and AgentRenew are allowed.
+    fn agents_hold_only_the_agent_permissions() {
+        // Given an agent of org A, when it asks for user permissions in org A, then only
+        // CrlRead, OrgKeyRead, AgentRenew and CredentialRelease are allowed.
         let a = OrgId::new();
         for &p in Permission::ALL {
             let result = authorize(&agent(a), a, p);
             if matches!(
                 p,
-                Permission::CrlRead | Permission::OrgKeyRead | Permission::AgentRenew
+                Permission::CrlRead
+                    | Permission::OrgKeyRead
+                    | Permission::AgentRenew
+                    | Permission::CredentialRelease
             ) {
                 assert_eq!(result, Ok(()));
             } else {

@@ -20,12 +20,15 @@ use crate::Principal;
 use crate::agent::{self, AgentTrust};
 use crate::bearer::{self, Authenticator};
 use crate::revocation::Revocations;
+use crate::ticket::{self, JobTicket, TicketVerifier};
 use crate::token::{Jwks, Verifier};
 
 /// The KV key holding the key set as RFC 7517 JSON.
 pub const JWKS_KEY: &str = "access_token.jwks";
 /// The KV key holding the platform root certificate (DER).
 pub const ROOT_KEY: &str = "ca.root";
+/// Key of the job-ticket key set (scheduling's public keys, [`crate::ticket`]).
+pub const TICKET_KEYS_KEY: &str = "job_ticket.jwks";
 const ORG_PREFIX: &str = "ca.org.";
 
 /// Publishing or following failed. Names the bucket operation; never carries key material.
@@ -86,6 +89,15 @@ impl Publisher {
         .await
     }
 
+    /// Publishes the keys job tickets are signed with (scheduling's; tests publish their own).
+    pub async fn ticket_keys(&self, jwks: &Jwks) -> Result<(), Error> {
+        self.put(
+            TICKET_KEYS_KEY,
+            serde_json::to_vec(jwks).expect("a key set serializes"),
+        )
+        .await
+    }
+
     /// Publishes the platform root certificate.
     pub async fn root(&self, der: &[u8]) -> Result<(), Error> {
         self.put(ROOT_KEY, der.to_vec()).await
@@ -101,6 +113,8 @@ impl Publisher {
 pub struct PublishedKeys {
     // Replaced whenever a new key set is published; read on every request.
     current: RwLock<Arc<Authenticator>>,
+    // Replaced whenever scheduling publishes a new ticket key set; read per release.
+    tickets: RwLock<Arc<TicketVerifier>>,
     trust: Arc<AgentTrust>,
     issuer: String,
     audience: String,
@@ -131,6 +145,16 @@ impl PublishedKeys {
         agent::authenticate_agent(&self.trust, &self.revocations, leaf, Utc::now())
     }
 
+    /// Verifies a job ticket against the ticket keys published so far.
+    pub fn verify_ticket(&self, ticket: &str) -> Result<JobTicket, ticket::Error> {
+        let verifier = self
+            .tickets
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        verifier.verify(ticket, SystemTime::now())
+    }
+
     /// The agent CA certificates followed so far (for the TLS handshake).
     pub fn trust(&self) -> &Arc<AgentTrust> {
         &self.trust
@@ -152,6 +176,14 @@ impl PublishedKeys {
         if entry.key == JWKS_KEY {
             if let Some(jwks) = parse(entry) {
                 self.install(&jwks);
+            }
+        } else if entry.key == TICKET_KEYS_KEY {
+            if let Some(jwks) = parse(entry) {
+                *self
+                    .tickets
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Arc::new(TicketVerifier::new(&jwks));
             }
         } else if entry.key == ROOT_KEY {
             self.trust.set_root(entry.value.to_vec());
@@ -208,6 +240,7 @@ pub async fn follow(
             Verifier::new(&first, issuer, audience),
             revocations.clone(),
         ))),
+        tickets: RwLock::new(Arc::new(TicketVerifier::default())),
         trust,
         issuer: issuer.to_owned(),
         audience: audience.to_owned(),

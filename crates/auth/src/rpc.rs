@@ -24,6 +24,10 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         Permission::CredentialRead,
     ),
     (
+        "/coffer.credentials.v1.ReleaseService/ReleaseCredentials",
+        Permission::CredentialRelease,
+    ),
+    (
         "/coffer.credentials.v1.OrgKeyService/GetOrgRecipient",
         Permission::OrgKeyRead,
     ),

@@ -406,6 +406,23 @@ impl Signer {
         self.jwk.clone()
     }
 
+    /// A compact JWS of `payload` with this key: EdDSA, its `kid`, and `typ`.
+    pub(crate) fn sign(&self, typ: &str, payload: &[u8]) -> String {
+        let header = serde_json::json!({
+            "alg": Alg::EdDsa.as_str(),
+            "kid": self.jwk.kid,
+            "typ": typ,
+        });
+        let header = serde_json::to_vec(&header).expect("a JSON value serializes");
+        let mut token = jws::b64_encode(header);
+        token.push('.');
+        token.push_str(&jws::b64_encode(payload));
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        token.push_str(&jws::b64_encode(signature.to_bytes()));
+        token
+    }
+
     /// Signs `claims` into a compact JWS.
     ///
     /// Refuses claims that expire before they are issued or live longer than
@@ -416,20 +433,10 @@ impl Signer {
         if lifetime <= 0 || lifetime > max {
             return Err(Error::Lifetime);
         }
-        let header = serde_json::json!({
-            "alg": Alg::EdDsa.as_str(),
-            "kid": self.jwk.kid,
-            "typ": TYP,
-        });
-        let header = serde_json::to_vec(&header).expect("a JSON value serializes");
-        let payload = serde_json::to_vec(claims).expect("access claims serialize");
-        let mut token = jws::b64_encode(header);
-        token.push('.');
-        token.push_str(&jws::b64_encode(payload));
-        let signature = self.key.sign(token.as_bytes());
-        token.push('.');
-        token.push_str(&jws::b64_encode(signature.to_bytes()));
-        Ok(token)
+        Ok(self.sign(
+            TYP,
+            &serde_json::to_vec(claims).expect("access claims serialize"),
+        ))
     }
 }
 

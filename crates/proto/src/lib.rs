@@ -59,6 +59,8 @@ pub mod credentials {
         redacted_debug!(CreateCredentialRequest { org_id, name, purpose } secret value);
         redacted_debug!(ReplaceCredentialValueRequest { org_id, credential_id } secret value);
         redacted_debug!(RecoveryKey { org_id, recipient } secret identity);
+        redacted_debug!(ReleaseCredentialsRequest {} secret ticket);
+        redacted_debug!(ReleasedCredential { vault_ref, version, purpose } secret value);
     }
 }
 

@@ -20,8 +20,15 @@ use crate::domain::credential::{
     check_value_len,
 };
 use crate::domain::org_key::{OrgKey, OrgKeyCommand, OrgKeyError};
+use crate::domain::release::{
+    JobRelease, JobReleaseCommand, JobReleaseError, Released, release_id,
+};
 use crate::envelope::{self, ValueSlot};
 use crate::store::{self, CredentialView, OrgKeyView, StoredValue};
+use crate::vault_ref::VaultRef;
+use coffer_auth::published::PublishedKeys;
+use coffer_auth::ticket::JobTicket;
+use coffer_types::AgentId;
 
 /// Why a credentials request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,13 @@ pub enum Error {
     /// where it is turned into a status; the caller learns nothing more.
     #[error("stored key material cannot be used: {0}")]
     Integrity(String),
+    /// A job ticket was refused: forged, expired, another agent's, another org's
+    /// (PermissionDenied). Nothing was released.
+    #[error("{0}")]
+    TicketRefused(String),
+    /// The state forbids it (FailedPrecondition), e.g. a job attempt released already.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] coffer_eventstore::Error),
@@ -104,6 +118,17 @@ impl From<ExecuteError<OrgKeyError>> for Error {
     }
 }
 
+impl From<ExecuteError<JobReleaseError>> for Error {
+    fn from(e: ExecuteError<JobReleaseError>) -> Self {
+        match e {
+            ExecuteError::Rejected(e @ JobReleaseError::AlreadyReleased) => {
+                Error::FailedPrecondition(e.to_string())
+            }
+            ExecuteError::Store(s) => Error::Store(s),
+        }
+    }
+}
+
 fn not_generated() -> Error {
     Error::Unavailable("the org key has not been generated yet; retry shortly".into())
 }
@@ -122,6 +147,19 @@ pub struct RecoveryKey {
     pub identity: SecretString,
 }
 
+/// One released credential: its reference, version, purpose and value.
+#[derive(Debug)]
+pub struct ReleasedValue {
+    /// `vault:coffer/<org>/<credential>`.
+    pub vault_ref: VaultRef,
+    /// The version released.
+    pub version: u32,
+    /// What it is for.
+    pub purpose: Purpose,
+    /// The value.
+    pub value: Value,
+}
+
 /// The projections this service maintains (also used by `coffer admin rebuild-projections`).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![Arc::new(store::Credentials), Arc::new(store::OrgKeys)]
@@ -132,6 +170,8 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
 pub struct Credentials {
     pub(crate) store: EventStore,
     pub(crate) kms: Arc<dyn Kms>,
+    /// Job-ticket keys as scheduling published them; without them no ticket verifies.
+    pub(crate) tickets: Option<Arc<PublishedKeys>>,
 }
 
 /// The aggregate id of a credential: its credential id.
@@ -150,7 +190,14 @@ impl Credentials {
         Self {
             store: EventStore::new(db, projections()),
             kms,
+            tickets: None,
         }
+    }
+
+    /// The same application, verifying job tickets against the keys published in `keys`.
+    pub fn with_ticket_keys(mut self, keys: Arc<PublishedKeys>) -> Self {
+        self.tickets = Some(keys);
+        self
     }
 
     async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
@@ -299,6 +346,14 @@ impl Credentials {
     /// Decrypts the current value of a credential. For the release path only: no RPC hands
     /// a value back to a user.
     pub async fn decrypt_current(&self, org: OrgId, id: uuid::Uuid) -> Result<Value, Error> {
+        Ok(self.decrypt_current_version(org, id).await?.1)
+    }
+
+    async fn decrypt_current_version(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+    ) -> Result<(CredentialView, Value), Error> {
         let (view, stored) = {
             let mut tx = self.begin(org).await?;
             let view = store::credential(&mut tx, id)
@@ -318,7 +373,95 @@ impl Credentials {
             .kms
             .decrypt(&stored.wrapped_dek, &slot.kms_context()?)
             .await?;
-        envelope::open(&dek, slot, &stored.sealed).map_err(|e| Error::Integrity(e.to_string()))
+        let value = envelope::open(&dek, slot, &stored.sealed)
+            .map_err(|e| Error::Integrity(e.to_string()))?;
+        Ok((view, value))
+    }
+
+    /// Releases to `agent` of `org` the credentials its job `ticket` names, once per job
+    /// attempt. Checks, in order: the ticket's signature and expiry, that it was issued to
+    /// this agent of this org, that every reference is a well-formed reference of that org.
+    /// Then decrypts every value, commits `CredentialsReleased`, and only then returns them
+    /// (P3): if the commit fails, the values are dropped (and zeroed) unsent.
+    pub async fn release(
+        &self,
+        agent: AgentId,
+        org: OrgId,
+        ticket: &str,
+    ) -> Result<(JobTicket, Vec<ReleasedValue>), Error> {
+        let keys = self
+            .tickets
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("no job-ticket keys are configured".into()))?;
+        let ticket = keys
+            .verify_ticket(ticket)
+            .map_err(|e| Error::TicketRefused(e.to_string()))?;
+        if ticket.org_id != org || ticket.agent_id != agent {
+            return Err(Error::TicketRefused(
+                "job ticket was issued to another agent".into(),
+            ));
+        }
+        let mut refs = Vec::with_capacity(ticket.vault_refs.len());
+        for (i, text) in ticket.vault_refs.iter().enumerate() {
+            let parsed: VaultRef = text.parse().map_err(|_| {
+                Error::TicketRefused(format!(
+                    "job ticket vault_refs[{i}] must be vault:coffer/<org_id>/<credential_id>"
+                ))
+            })?;
+            if parsed.org != org {
+                return Err(Error::TicketRefused(format!(
+                    "job ticket vault_refs[{i}] is not a credential of the ticket's org"
+                )));
+            }
+            refs.push(parsed);
+        }
+
+        let mut released = Vec::with_capacity(refs.len());
+        for vault_ref in refs {
+            let (view, value) = self
+                .decrypt_current_version(org, vault_ref.credential)
+                .await
+                .map_err(|e| match e {
+                    Error::NotFound(_) => Error::FailedPrecondition(format!(
+                        "{vault_ref} named by the job ticket does not exist"
+                    )),
+                    other => other,
+                })?;
+            released.push(ReleasedValue {
+                vault_ref,
+                version: view.version,
+                purpose: view.purpose,
+                value,
+            });
+        }
+
+        let mut tx = self.begin(org).await?;
+        let command = JobReleaseCommand::ReleaseCredentials {
+            job_id: ticket.job_id,
+            attempt: ticket.attempt,
+            agent_id: agent,
+            credentials: released
+                .iter()
+                .map(|r| Released {
+                    vault_ref: r.vault_ref.to_string(),
+                    version: r.version,
+                })
+                .collect(),
+        };
+        self.store
+            .execute_in::<JobRelease>(
+                &mut tx,
+                AggregateId::from(release_id(ticket.job_id, ticket.attempt)),
+                &coffer_auth::Principal::Agent {
+                    agent_id: agent,
+                    org,
+                }
+                .actor(),
+                command,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok((ticket, released))
     }
 
     /// The org's public recipient.

@@ -7,6 +7,7 @@ use prost::Message;
 
 use crate::domain::credential::{CredentialEvent, Purpose, ValueVersion};
 use crate::domain::org_key::OrgKeyEvent;
+use crate::domain::release::{JobReleaseEvent, Released};
 
 fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
     DecodeError::malformed(event_type, what)
@@ -132,6 +133,56 @@ impl DomainEvent for OrgKeyEvent {
     }
 }
 
+impl DomainEvent for JobReleaseEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            JobReleaseEvent::CredentialsReleased { .. } => "CredentialsReleased",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            JobReleaseEvent::CredentialsReleased {
+                job_id,
+                attempt,
+                agent_id,
+                credentials,
+            } => pb::CredentialsReleased {
+                job_id: job_id.to_string(),
+                attempt: *attempt,
+                agent_id: agent_id.to_string(),
+                vault_refs: credentials.iter().map(|c| c.vault_ref.clone()).collect(),
+                versions: credentials.iter().map(|c| c.version).collect(),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        match t {
+            "CredentialsReleased" => {
+                v1(t, schema_version)?;
+                let m = pb::CredentialsReleased::decode(payload).map_err(|e| bad(t, e))?;
+                if m.vault_refs.len() != m.versions.len() {
+                    return Err(bad(t, "vault_refs and versions differ in length"));
+                }
+                Ok(JobReleaseEvent::CredentialsReleased {
+                    job_id: m.job_id.parse().map_err(|e| bad(t, e))?,
+                    attempt: m.attempt,
+                    agent_id: m.agent_id.parse().map_err(|e| bad(t, e))?,
+                    credentials: m
+                        .vault_refs
+                        .into_iter()
+                        .zip(m.versions)
+                        .map(|(vault_ref, version)| Released { vault_ref, version })
+                        .collect(),
+                })
+            }
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +212,15 @@ mod tests {
         });
         round_trip(OrgKeyEvent::RecoveryKeyExported {
             reason: "drill".into(),
+        });
+        round_trip(JobReleaseEvent::CredentialsReleased {
+            job_id: uuid::Uuid::now_v7(),
+            attempt: 2,
+            agent_id: coffer_types::AgentId::new(),
+            credentials: vec![Released {
+                vault_ref: "vault:coffer/x/y".into(),
+                version: 3,
+            }],
         });
     }
 

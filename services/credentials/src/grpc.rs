@@ -12,7 +12,7 @@ use coffer_types::OrgId;
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
-use crate::app::{Credentials, Error, RecoveryKey};
+use crate::app::{Credentials, Error, RecoveryKey, ReleasedValue};
 use crate::domain::credential::Purpose;
 use crate::store::{CredentialView, OrgKeyView};
 use crate::vault_ref::VaultRef;
@@ -28,6 +28,8 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Conflict(m) => Status::aborted(m),
+            Error::TicketRefused(m) => Status::permission_denied(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Integrity(detail) => {
                 tracing::error!(error = %detail, "credentials key material cannot be used");
@@ -97,7 +99,16 @@ impl From<RecoveryKey> for pb::RecoveryKey {
     }
 }
 
-/// `CredentialService` and `OrgKeyService`.
+fn released(r: ReleasedValue) -> pb::ReleasedCredential {
+    pb::ReleasedCredential {
+        vault_ref: r.vault_ref.to_string(),
+        version: r.version,
+        purpose: r.purpose.as_str().to_owned(),
+        value: r.value.expose_secret().to_vec(),
+    }
+}
+
+/// `CredentialService`, `OrgKeyService` and `ReleaseService`.
 #[derive(Debug, Clone)]
 pub struct CredentialsGrpc {
     app: Credentials,
@@ -206,5 +217,42 @@ impl pb::org_key_service_server::OrgKeyService for CredentialsGrpc {
         let reason = text(&r.reason, "reason")?;
         let key = self.app.export_recovery_key(&actor, org, reason).await?;
         Ok(Response::new(key.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::release_service_server::ReleaseService for CredentialsGrpc {
+    async fn release_credentials(
+        &self,
+        request: Request<pb::ReleaseCredentialsRequest>,
+    ) -> Result<Response<pb::ReleaseCredentialsResponse>, Status> {
+        // Only an agent's certificate gets here (the permission is agents' alone); its
+        // identity, extracted once by the auth layer, decides the agent and the org.
+        let (agent, org) = match request
+            .extensions()
+            .get::<coffer_auth::Caller>()
+            .map(coffer_auth::Caller::principal)
+        {
+            Some(&coffer_auth::Principal::Agent { agent_id, org }) => (agent_id, org),
+            _ => {
+                return Err(Status::permission_denied(
+                    "credentials are released only to agents, over mTLS",
+                ));
+            }
+        };
+        authorize(&request, org)?;
+        let ticket = &request.get_ref().ticket;
+        if ticket.len() > coffer_auth::ticket::MAX_TICKET_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "ticket must be at most {} bytes",
+                coffer_auth::ticket::MAX_TICKET_BYTES
+            )));
+        }
+        let (ticket, values) = self.app.release(agent, org, ticket).await?;
+        Ok(Response::new(pb::ReleaseCredentialsResponse {
+            job_id: ticket.job_id.to_string(),
+            attempt: ticket.attempt,
+            credentials: values.into_iter().map(released).collect(),
+        }))
     }
 }

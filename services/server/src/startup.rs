@@ -8,7 +8,8 @@ use std::sync::Arc;
 use coffer_db::Database;
 use coffer_eventstore::{Consumer, Relay};
 use coffer_proto::credentials::v1::{
-    credential_service_server::CredentialServiceServer, org_key_service_server::OrgKeyServiceServer,
+    credential_service_server::CredentialServiceServer,
+    org_key_service_server::OrgKeyServiceServer, release_service_server::ReleaseServiceServer,
 };
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use tokio::sync::watch;
@@ -287,7 +288,7 @@ impl Application {
 
         let mut router = tonic::transport::Server::builder()
             .layer(coffer_telemetry::GrpcTraceLayer)
-            .layer(AuthLayer::new(authenticator))
+            .layer(AuthLayer::new(authenticator.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -324,7 +325,7 @@ impl Application {
             let kms = kms.clone().ok_or_else(|| {
                 BootError::Missing("the credentials target needs [kms] configured".to_owned())
             })?;
-            let app = Credentials::new(db.clone(), kms);
+            let app = Credentials::new(db.clone(), kms).with_ticket_keys(authenticator.clone());
             background.extend(pipeline(
                 &config,
                 &js,
@@ -339,10 +340,14 @@ impl Application {
             health
                 .set_serving::<OrgKeyServiceServer<CredentialsGrpc>>()
                 .await;
+            health
+                .set_serving::<ReleaseServiceServer<CredentialsGrpc>>()
+                .await;
             let grpc = CredentialsGrpc::new(app);
             router = router
                 .add_service(CredentialServiceServer::new(grpc.clone()))
-                .add_service(OrgKeyServiceServer::new(grpc));
+                .add_service(OrgKeyServiceServer::new(grpc.clone()))
+                .add_service(ReleaseServiceServer::new(grpc));
         }
 
         if let Some(db) = diag_db {

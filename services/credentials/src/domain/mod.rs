@@ -3,6 +3,7 @@
 
 pub mod credential;
 pub mod org_key;
+pub mod release;
 
 pub use coffer_types::FieldError;
 pub(crate) use coffer_types::clean_name;

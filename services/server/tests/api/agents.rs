@@ -64,7 +64,7 @@ async fn agents(app: &TestApp, org: &TestOrg) -> AgentServiceClient<Authed> {
     AgentServiceClient::new(app.authed(&org.owner_key).await)
 }
 
-async fn new_token(app: &TestApp, org: &TestOrg) -> String {
+pub(crate) async fn new_token(app: &TestApp, org: &TestOrg) -> String {
     tokens(app, org)
         .await
         .create_enrollment_token(CreateEnrollmentTokenRequest {
@@ -507,7 +507,7 @@ async fn p5_another_orgs_agents_tokens_and_crl_are_not_found() {
 }
 
 /// A CSR and the PEM private key it was made with.
-fn csr_and_key(dir: &Path, algorithm: &str) -> (Vec<u8>, String) {
+pub(crate) fn csr_and_key(dir: &Path, algorithm: &str) -> (Vec<u8>, String) {
     let csr = csr(dir, algorithm, &[]);
     let key = std::fs::read_to_string(dir.join(format!("{algorithm}.key"))).unwrap();
     (csr, key)

@@ -565,3 +565,198 @@ async fn rebuilding_the_credentials_projections_yields_identical_tables() {
     assert!(replayed >= 5, "{replayed}");
     assert_eq!(dump().await, before);
 }
+
+/// An agent of `org` enrolled over the TLS app, and a ReleaseService client speaking mTLS as it.
+async fn enrolled_agent(
+    app: &TestApp,
+    org: &TestOrg,
+) -> (
+    String,
+    pb::release_service_client::ReleaseServiceClient<tonic::transport::Channel>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (csr, key) = crate::agents::csr_and_key(dir.path(), "EC");
+    let e = crate::agents::enroll(app, &crate::agents::new_token(app, org).await, &csr)
+        .await
+        .unwrap();
+    let chain = format!("{}{}", e.certificate_pem, e.intermediate_pem);
+    let channel = app.agent_channel(&chain, &key).await;
+    (
+        e.agent_id,
+        pb::release_service_client::ReleaseServiceClient::new(channel),
+    )
+}
+
+#[tokio::test]
+async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_after_the_release_is_recorded()
+ {
+    use coffer_auth::ticket::JobTicket;
+    use coffer_auth::token::Signer;
+    use std::time::SystemTime;
+
+    let app = crate::helpers::spawn_tls_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    let mut acme_vault = vault(&app, &acme).await;
+    let db = create(&mut acme_vault, acme.org, "prod/db", b"db password").await;
+    let bucket = create(&mut acme_vault, acme.org, "prod/bucket", b"s3 secret").await;
+    let foreign = create(&mut vault(&app, &other).await, other.org, "theirs", b"x").await;
+    let (agent_id, mut agent) = enrolled_agent(&app, &acme).await;
+    let agent_id: coffer_types::AgentId = agent_id.parse().unwrap();
+
+    let scheduling = Signer::from_seed(&[9; 32]).unwrap();
+    app.publish_ticket_key(&scheduling).await;
+    let job = uuid::Uuid::now_v7();
+    let ticket = |attempt: u32, agent: coffer_types::AgentId, refs: &[&pb::Credential]| {
+        let claims = JobTicket::new(
+            job,
+            attempt,
+            agent,
+            acme.org,
+            refs.iter().map(|c| c.vault_ref.clone()).collect(),
+            SystemTime::now(),
+            Duration::from_secs(300),
+        );
+        pb::ReleaseCredentialsRequest {
+            ticket: scheduling.issue_ticket(&claims).unwrap(),
+        }
+    };
+
+    // The published key reaches the service through the bucket watch.
+    let released = coffer_testkit::eventually(
+        "the ticket key is followed",
+        Duration::from_secs(10),
+        || {
+            let mut agent = agent.clone();
+            let request = ticket(1, agent_id, &[&db, &bucket]);
+            async move { agent.release_credentials(request).await.ok() }
+        },
+    )
+    .await
+    .into_inner();
+    assert_eq!(
+        (released.job_id.as_str(), released.attempt),
+        (job.to_string().as_str(), 1)
+    );
+    let values: Vec<(&str, &[u8])> = released
+        .credentials
+        .iter()
+        .map(|c| (c.vault_ref.as_str(), c.value.as_slice()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            (db.vault_ref.as_str(), &b"db password"[..]),
+            (bucket.vault_ref.as_str(), &b"s3 secret"[..])
+        ]
+    );
+    assert!(!format!("{released:?}").contains("db password"));
+
+    let su = app.db.superuser().await;
+    let releases = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM coffer_credentials.events WHERE event_type = 'CredentialsReleased'",
+        )
+        .fetch_one(&su)
+        .await
+        .unwrap()
+    };
+    assert_eq!(releases().await, 1);
+
+    // Once per attempt: a replayed ticket, or a new ticket for the same attempt, is refused.
+    let status = agent
+        .release_credentials(ticket(1, agent_id, &[&db]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    agent
+        .release_credentials(ticket(2, agent_id, &[&db]))
+        .await
+        .unwrap();
+
+    // Refused tickets release nothing.
+    let expired = {
+        let claims = JobTicket::new(
+            job,
+            3,
+            agent_id,
+            acme.org,
+            vec![db.vault_ref.clone()],
+            SystemTime::now() - Duration::from_secs(400),
+            Duration::from_secs(300),
+        );
+        scheduling.issue_ticket(&claims).unwrap()
+    };
+    let forged = {
+        let forger = Signer::from_seed(&[10; 32]).unwrap();
+        let claims = JobTicket::new(
+            job,
+            3,
+            agent_id,
+            acme.org,
+            vec![db.vault_ref.clone()],
+            SystemTime::now(),
+            Duration::from_secs(300),
+        );
+        forger.issue_ticket(&claims).unwrap()
+    };
+    for (request, message) in [
+        (
+            pb::ReleaseCredentialsRequest { ticket: expired },
+            "job ticket has expired",
+        ),
+        (
+            pb::ReleaseCredentialsRequest { ticket: forged },
+            "job ticket signature does not verify",
+        ),
+        (
+            ticket(3, coffer_types::AgentId::new(), &[&db]),
+            "job ticket was issued to another agent",
+        ),
+        (
+            ticket(3, agent_id, &[&db, &foreign]),
+            "job ticket vault_refs[1] is not a credential of the ticket's org",
+        ),
+        (
+            pb::ReleaseCredentialsRequest {
+                ticket: "not a ticket".into(),
+            },
+            "job ticket is malformed",
+        ),
+    ] {
+        let status = agent.release_credentials(request).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::PermissionDenied, message)
+        );
+    }
+    // Users hold no release permission, whatever their role.
+    let status =
+        pb::release_service_client::ReleaseServiceClient::new(app.authed(&acme.owner_key).await)
+            .release_credentials(ticket(3, agent_id, &[&db]))
+            .await
+            .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(releases().await, 2);
+
+    // P3: when the release cannot be recorded, nothing is released.
+    sqlx::query("REVOKE INSERT ON coffer_credentials.events FROM coffer_credentials")
+        .execute(&su)
+        .await
+        .unwrap();
+    let status = agent
+        .release_credentials(ticket(3, agent_id, &[&db]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    sqlx::query("GRANT INSERT ON coffer_credentials.events TO coffer_credentials")
+        .execute(&su)
+        .await
+        .unwrap();
+    assert_eq!(releases().await, 2);
+    // The attempt was not consumed by the failure.
+    agent
+        .release_credentials(ticket(3, agent_id, &[&db]))
+        .await
+        .unwrap();
+}

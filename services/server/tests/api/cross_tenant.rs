@@ -38,6 +38,10 @@ const NOT_ORG_ADDRESSED: &[(&str, &str)] = &[
         "/coffer.enrollment.v1.AgentService/Renew",
         "the agent's own certificate decides the org",
     ),
+    (
+        "/coffer.credentials.v1.ReleaseService/ReleaseCredentials",
+        "the agent's own certificate decides the org, and the ticket must name it",
+    ),
 ];
 
 fn coffer_methods() -> Vec<String> {

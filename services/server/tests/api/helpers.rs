@@ -24,6 +24,8 @@ use tonic::transport::Channel;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The KV bucket enrollment publishes keys in (and tests publish job-ticket keys in).
+    pub keys_bucket: String,
     pub db: TestDb,
     pub bus: BusConfig,
     pub js: async_nats::jetstream::Context,
@@ -153,6 +155,17 @@ impl TestApp {
         }
     }
 
+    /// Publishes `signer` as the job-ticket key, the way scheduling publishes its own.
+    pub async fn publish_ticket_key(&self, signer: &coffer_auth::token::Signer) {
+        let bucket = coffer_auth::published::bucket(&self.js, &self.keys_bucket)
+            .await
+            .unwrap();
+        coffer_auth::published::Publisher::new(bucket)
+            .ticket_keys(&coffer_auth::token::Jwks::new([signer.jwk()]))
+            .await
+            .unwrap();
+    }
+
     /// A new API key of `org` with `role`, created by its owner; returns the secret.
     pub async fn new_api_key(&self, org: &TestOrg, role: &str) -> String {
         ApiKeyServiceClient::new(self.authed(&org.owner_key).await)
@@ -222,6 +235,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     .expect("admin init");
     let platform_key = created.owner_api_key.secret.expose().to_owned();
     let cert_file = config.grpc.tls.as_ref().map(|tls| tls.cert_file.clone());
+    let keys_bucket = config.auth.keys_bucket.clone();
     let app = Box::pin(Application::build(config, &[Target::All]))
         .await
         .expect("boot");
@@ -232,6 +246,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     }));
     TestApp {
         addr,
+        keys_bucket,
         db,
         bus,
         js,
