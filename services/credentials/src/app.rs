@@ -129,6 +129,18 @@ impl From<ExecuteError<JobReleaseError>> for Error {
     }
 }
 
+/// A live credential's metadata and its current stored version, in the transaction's org.
+async fn current_value(
+    tx: &mut TenantTx,
+    id: uuid::Uuid,
+) -> Result<Option<(CredentialView, StoredValue)>, Error> {
+    let Some(view) = store::credential(tx, id).await? else {
+        return Ok(None);
+    };
+    let stored = store::value(tx, id, view.version).await?;
+    Ok(stored.map(|stored| (view, stored)))
+}
+
 fn not_generated() -> Error {
     Error::Unavailable("the org key has not been generated yet; retry shortly".into())
 }
@@ -356,26 +368,31 @@ impl Credentials {
     ) -> Result<(CredentialView, Value), Error> {
         let (view, stored) = {
             let mut tx = self.begin(org).await?;
-            let view = store::credential(&mut tx, id)
+            current_value(&mut tx, id)
                 .await?
-                .ok_or(Error::NotFound("credential"))?;
-            let stored = store::value(&mut tx, id, view.version)
-                .await?
-                .ok_or(Error::NotFound("credential"))?;
-            (view, stored)
+                .ok_or(Error::NotFound("credential"))?
         };
+        let value = self.open(org, &view, &stored).await?;
+        Ok((view, value))
+    }
+
+    /// Unwraps a stored version's data key through KMS and opens the value.
+    async fn open(
+        &self,
+        org: OrgId,
+        view: &CredentialView,
+        stored: &StoredValue,
+    ) -> Result<Value, Error> {
         let slot = ValueSlot {
             org,
-            credential: id,
+            credential: view.credential_id,
             version: view.version,
         };
         let dek = self
             .kms
             .decrypt(&stored.wrapped_dek, &slot.kms_context()?)
             .await?;
-        let value = envelope::open(&dek, slot, &stored.sealed)
-            .map_err(|e| Error::Integrity(e.to_string()))?;
-        Ok((view, value))
+        envelope::open(&dek, slot, &stored.sealed).map_err(|e| Error::Integrity(e.to_string()))
     }
 
     /// Releases to `agent` of `org` the credentials its job `ticket` names, once per job
@@ -416,22 +433,37 @@ impl Credentials {
             refs.push(parsed);
         }
 
-        let mut released = Vec::with_capacity(refs.len());
-        for vault_ref in refs {
-            let (view, value) = self
-                .decrypt_current_version(org, vault_ref.credential)
-                .await
-                .map_err(|e| match e {
-                    Error::NotFound(_) => Error::FailedPrecondition(format!(
-                        "{vault_ref} named by the job ticket does not exist"
-                    )),
-                    other => other,
-                })?;
+        // One read for the attempt's state and every referenced version; KMS is called only
+        // after it, outside any transaction, and not at all for a spent attempt.
+        let release = AggregateId::from(release_id(ticket.job_id, ticket.attempt));
+        let (spent, stored) = {
+            let mut tx = self.begin(org).await?;
+            let (state, _) = self.store.load::<JobRelease>(&mut tx, release).await?;
+            let mut stored = Vec::with_capacity(refs.len());
+            for vault_ref in refs {
+                let (view, value) = current_value(&mut tx, vault_ref.credential)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::FailedPrecondition(format!(
+                            "{vault_ref} named by the job ticket does not exist"
+                        ))
+                    })?;
+                stored.push((vault_ref, view, value));
+            }
+            (state.released, stored)
+        };
+        if spent {
+            return Err(Error::FailedPrecondition(
+                JobReleaseError::AlreadyReleased.to_string(),
+            ));
+        }
+        let mut released = Vec::with_capacity(stored.len());
+        for (vault_ref, view, value) in &stored {
             released.push(ReleasedValue {
-                vault_ref,
+                vault_ref: *vault_ref,
                 version: view.version,
                 purpose: view.purpose,
-                value,
+                value: self.open(org, view, value).await?,
             });
         }
 
@@ -451,7 +483,7 @@ impl Credentials {
         self.store
             .execute_in::<JobRelease>(
                 &mut tx,
-                AggregateId::from(release_id(ticket.job_id, ticket.attempt)),
+                release,
                 &coffer_auth::Principal::Agent {
                     agent_id: agent,
                     org,
