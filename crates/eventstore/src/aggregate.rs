@@ -64,6 +64,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Refuses every schema version but 1, for types that have never been upcast.
+    pub fn require_v1(event_type: &str, schema_version: u32) -> Result<(), Self> {
+        if schema_version == 1 {
+            Ok(())
+        } else {
+            Err(DecodeError::UnsupportedVersion {
+                event_type: event_type.to_owned(),
+                schema_version,
+            })
+        }
+    }
+
     /// Wraps a prost decode error for `event_type`.
     pub fn malformed(event_type: &str, err: impl std::fmt::Display) -> Self {
         DecodeError::Malformed {

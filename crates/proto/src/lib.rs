@@ -64,6 +64,32 @@ pub mod credentials {
     }
 }
 
+/// Request-field checks every gRPC adapter starts with, so a bad field is refused the same way
+/// (INVALID_ARGUMENT, `<field> <rule>`) by every service.
+pub mod request {
+    use tonic::Status;
+
+    /// Longest free-text field accepted before any other check, so oversized input is refused
+    /// cheaply and by name.
+    pub const MAX_FIELD_BYTES: usize = 4096;
+
+    /// Parses an id field; `"<field> must be a UUID"` otherwise. The input is not echoed.
+    pub fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Status> {
+        s.parse()
+            .map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
+    }
+
+    /// A free-text field of at most [`MAX_FIELD_BYTES`].
+    pub fn text<'a>(s: &'a str, field: &str) -> Result<&'a str, Status> {
+        if s.len() > MAX_FIELD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "{field} must be at most {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        Ok(s)
+    }
+}
+
 /// Conversions between `chrono` UTC times and `google.protobuf.Timestamp`, shared by every
 /// adapter and event codec so the range rules are the same everywhere.
 pub mod time {

@@ -13,17 +13,6 @@ fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
     DecodeError::malformed(event_type, what)
 }
 
-fn v1(event_type: &str, schema_version: u32) -> Result<(), DecodeError> {
-    if schema_version == 1 {
-        Ok(())
-    } else {
-        Err(DecodeError::UnsupportedVersion {
-            event_type: event_type.to_owned(),
-            schema_version,
-        })
-    }
-}
-
 impl DomainEvent for CredentialEvent {
     fn event_type(&self) -> &'static str {
         match self {
@@ -56,7 +45,7 @@ impl DomainEvent for CredentialEvent {
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         match t {
             "CredentialCreated" => {
-                v1(t, schema_version)?;
+                DecodeError::require_v1(t, schema_version)?;
                 let m = pb::CredentialCreated::decode(payload).map_err(|e| bad(t, e))?;
                 Ok(CredentialEvent::CredentialCreated {
                     name: m.name,
@@ -64,7 +53,7 @@ impl DomainEvent for CredentialEvent {
                 })
             }
             "CredentialValueSet" => {
-                v1(t, schema_version)?;
+                DecodeError::require_v1(t, schema_version)?;
                 let m = pb::CredentialValueSet::decode(payload).map_err(|e| bad(t, e))?;
                 if m.version == 0 || m.kms_key_id.is_empty() {
                     return Err(bad(t, "version and kms_key_id are required"));
@@ -76,7 +65,7 @@ impl DomainEvent for CredentialEvent {
                 }))
             }
             "CredentialDeleted" => {
-                v1(t, schema_version)?;
+                DecodeError::require_v1(t, schema_version)?;
                 let m = pb::CredentialDeleted::decode(payload).map_err(|e| bad(t, e))?;
                 Ok(CredentialEvent::CredentialDeleted { reason: m.reason })
             }
@@ -113,7 +102,7 @@ impl DomainEvent for OrgKeyEvent {
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         match t {
             "OrgKeyGenerated" => {
-                v1(t, schema_version)?;
+                DecodeError::require_v1(t, schema_version)?;
                 let m = pb::OrgKeyGenerated::decode(payload).map_err(|e| bad(t, e))?;
                 if !m.recipient.starts_with("age1") || m.kms_key_id.is_empty() {
                     return Err(bad(t, "recipient must be age1… and kms_key_id is required"));
@@ -124,7 +113,7 @@ impl DomainEvent for OrgKeyEvent {
                 })
             }
             "RecoveryKeyExported" => {
-                v1(t, schema_version)?;
+                DecodeError::require_v1(t, schema_version)?;
                 let m = pb::RecoveryKeyExported::decode(payload).map_err(|e| bad(t, e))?;
                 Ok(OrgKeyEvent::RecoveryKeyExported { reason: m.reason })
             }
@@ -161,7 +150,7 @@ impl DomainEvent for JobReleaseEvent {
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         match t {
             "CredentialsReleased" => {
-                v1(t, schema_version)?;
+                DecodeError::require_v1(t, schema_version)?;
                 let m = pb::CredentialsReleased::decode(payload).map_err(|e| bad(t, e))?;
                 if m.vault_refs.len() != m.versions.len() {
                     return Err(bad(t, "vault_refs and versions differ in length"));

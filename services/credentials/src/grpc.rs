@@ -7,6 +7,7 @@
 
 use coffer_auth::grpc::authorize;
 use coffer_proto::credentials::v1 as pb;
+use coffer_proto::request::{id, text};
 use coffer_proto::time::to_timestamp;
 use coffer_types::OrgId;
 use secrecy::{ExposeSecret, SecretSlice};
@@ -16,10 +17,6 @@ use crate::app::{Credentials, Error, RecoveryKey, ReleasedValue};
 use crate::domain::credential::Purpose;
 use crate::store::{CredentialView, OrgKeyView};
 use crate::vault_ref::VaultRef;
-
-/// Longest free-text field accepted before any other check, so oversized input is refused
-/// cheaply and by name.
-const MAX_FIELD_BYTES: usize = 4096;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -44,20 +41,6 @@ impl From<Error> for Status {
             }
         }
     }
-}
-
-fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Status> {
-    s.parse()
-        .map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
-}
-
-fn text<'a>(s: &'a str, field: &str) -> Result<&'a str, Status> {
-    if s.len() > MAX_FIELD_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} must be at most {MAX_FIELD_BYTES} bytes"
-        )));
-    }
-    Ok(s)
 }
 
 fn credential(c: CredentialView) -> pb::Credential {

@@ -28,17 +28,6 @@ fn role(event_type: &str, s: &str) -> Result<Role, DecodeError> {
     s.parse().map_err(|e| bad(event_type, e))
 }
 
-fn v1(event_type: &str, schema_version: u32) -> Result<(), DecodeError> {
-    if schema_version == 1 {
-        Ok(())
-    } else {
-        Err(DecodeError::UnsupportedVersion {
-            event_type: event_type.to_owned(),
-            schema_version,
-        })
-    }
-}
-
 impl DomainEvent for OrgEvent {
     fn event_type(&self) -> &'static str {
         match self {
@@ -92,7 +81,7 @@ impl DomainEvent for OrgEvent {
     }
 
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        v1(t, schema_version)?;
+        DecodeError::require_v1(t, schema_version)?;
         Ok(match t {
             "OrgCreated" => {
                 let m = pb::OrgCreated::decode(payload).map_err(|e| bad(t, e))?;
@@ -180,7 +169,7 @@ impl DomainEvent for ApiKeyEvent {
     }
 
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        v1(t, schema_version)?;
+        DecodeError::require_v1(t, schema_version)?;
         Ok(match t {
             "ApiKeyCreated" => {
                 let m = pb::ApiKeyCreated::decode(payload).map_err(|e| bad(t, e))?;
@@ -230,7 +219,7 @@ impl DomainEvent for SigningKeyEvent {
     }
 
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        v1(t, schema_version)?;
+        DecodeError::require_v1(t, schema_version)?;
         Ok(match t {
             "SigningKeyCreated" => {
                 let m = pb::SigningKeyCreated::decode(payload).map_err(|e| bad(t, e))?;
@@ -294,7 +283,7 @@ impl DomainEvent for CaEvent {
     }
 
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        v1(t, schema_version)?;
+        DecodeError::require_v1(t, schema_version)?;
         Ok(match t {
             "CaCreated" => {
                 let m = pb::CaCreated::decode(payload).map_err(|e| bad(t, e))?;
@@ -352,7 +341,7 @@ impl DomainEvent for EnrollmentTokenEvent {
     }
 
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        v1(t, schema_version)?;
+        DecodeError::require_v1(t, schema_version)?;
         Ok(match t {
             "EnrollmentTokenCreated" => {
                 let m = pb::EnrollmentTokenCreated::decode(payload).map_err(|e| bad(t, e))?;
@@ -417,7 +406,7 @@ impl DomainEvent for AgentEvent {
     }
 
     fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        v1(t, schema_version)?;
+        DecodeError::require_v1(t, schema_version)?;
         Ok(match t {
             "AgentEnrolled" => {
                 let m = pb::AgentEnrolled::decode(payload).map_err(|e| bad(t, e))?;

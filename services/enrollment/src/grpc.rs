@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use coffer_auth::Role;
 use coffer_auth::grpc::authorize;
 use coffer_proto::enrollment::v1 as pb;
+use coffer_proto::request::{id, text};
 use coffer_proto::time::{from_timestamp, to_timestamp};
 use coffer_types::{ApiKeyId, OrgId, UserId};
 use secrecy::ExposeSecret;
@@ -16,10 +17,6 @@ use tonic::{Request, Response, Status};
 use crate::app::{CreatedApiKey, Enrollment, Error, NewApiKey};
 use crate::store::{AgentView, ApiKeyView, EnrollmentTokenView, MemberView, OrgView};
 use crate::tokens::IssuedToken;
-
-/// Longest free-text field accepted before any other check, so oversized input is refused
-/// cheaply and by name.
-const MAX_FIELD_BYTES: usize = 4096;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -44,24 +41,10 @@ impl From<Error> for Status {
     }
 }
 
-fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Status> {
-    s.parse()
-        .map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
-}
-
 fn role(s: &str) -> Result<Role, Status> {
     s.parse().map_err(|_| {
         Status::invalid_argument("role must be one of owner, admin, operator, auditor, viewer")
     })
-}
-
-fn text<'a>(s: &'a str, field: &str) -> Result<&'a str, Status> {
-    if s.len() > MAX_FIELD_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} must be at most {MAX_FIELD_BYTES} bytes"
-        )));
-    }
-    Ok(s)
 }
 
 fn time(ts: Option<prost_types::Timestamp>, field: &str) -> Result<Option<DateTime<Utc>>, Status> {

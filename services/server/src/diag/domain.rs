@@ -151,12 +151,7 @@ impl DomainEvent for ProbeEvent {
     }
 
     fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
-        if schema_version != 1 {
-            return Err(DecodeError::UnsupportedVersion {
-                event_type: event_type.to_owned(),
-                schema_version,
-            });
-        }
+        DecodeError::require_v1(event_type, schema_version)?;
         let bad = |e: &dyn std::fmt::Display| DecodeError::malformed(event_type, e);
         match event_type {
             PROBE_SENT => {

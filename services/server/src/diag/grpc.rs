@@ -30,7 +30,7 @@ impl TryFrom<pb::SendProbeRequest> for SendProbe {
     type Error = Status;
     fn try_from(r: pb::SendProbeRequest) -> Result<Self, Status> {
         Ok(Self {
-            org: parse_id(&r.org_id, "org_id")?,
+            org: coffer_proto::request::id(&r.org_id, "org_id")?,
             note: r.note,
         })
     }
@@ -45,15 +45,10 @@ impl TryFrom<pb::GetProbeRequest> for GetProbe {
     type Error = Status;
     fn try_from(r: pb::GetProbeRequest) -> Result<Self, Status> {
         Ok(Self {
-            org: parse_id(&r.org_id, "org_id")?,
-            probe_id: parse_id(&r.probe_id, "probe_id")?,
+            org: coffer_proto::request::id(&r.org_id, "org_id")?,
+            probe_id: coffer_proto::request::id(&r.probe_id, "probe_id")?,
         })
     }
-}
-
-fn parse_id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Status> {
-    s.parse()
-        .map_err(|_| Status::invalid_argument(format!("{field} must be a UUID")))
 }
 
 impl From<Error> for Status {
