@@ -507,6 +507,27 @@ async fn the_platform_org_gets_no_age_key_and_each_customer_org_exactly_one() {
     let acme = app.new_org("Acme").await;
     recipient(&app, &acme).await;
     let su = app.db.superuser().await;
+    // The platform's own OrgCreated has been handled too, so its absence below is a decision.
+    coffer_testkit::eventually(
+        "the platform's OrgCreated is processed",
+        Duration::from_secs(10),
+        || {
+            let su = su.clone();
+            async move {
+                let done: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM coffer_credentials.processed_events \
+                     WHERE consumer = $1 AND org_id = $2)",
+                )
+                .bind(coffer_credentials::consumers::ORG_KEYS)
+                .bind(OrgId::PLATFORM.as_uuid())
+                .fetch_one(&su)
+                .await
+                .unwrap();
+                done.then_some(())
+            }
+        },
+    )
+    .await;
     let keys: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT org_id FROM coffer_credentials.org_keys ORDER BY org_id")
             .fetch_all(&su)
