@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 
 /// Messages with a secret field; see `redacted_debug!` in `src/lib.rs`.
-const SECRET_BEARING: [&str; 5] = [
+const SECRET_BEARING: [&str; 7] = [
     ".coffer.credentials.v1.CreateCredentialRequest",
     ".coffer.credentials.v1.ReplaceCredentialValueRequest",
     ".coffer.credentials.v1.RecoveryKey",
     ".coffer.credentials.v1.ReleaseCredentialsRequest",
     ".coffer.credentials.v1.ReleasedCredential",
+    ".coffer.credentials.v1.UnwrapFileKeyRequest",
+    ".coffer.credentials.v1.UnwrapFileKeyResponse",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -68,6 +68,9 @@ permissions! {
     /// Receive the credentials a job ticket names. Held by agents only (see
     /// [`crate::AGENT_PERMISSIONS`]), never by a role.
     CredentialRelease => "credential.release",
+    /// Unwrap the file key of a backup a restore ticket names. Held by agents only (see
+    /// [`crate::AGENT_PERMISSIONS`]), never by a role.
+    FileKeyUnwrap => "file_key.unwrap",
     /// Read the org's public age recipient, which every backup is encrypted to. Held by every
     /// role and by agents.
     OrgKeyRead => "org_key.read",
@@ -132,8 +135,9 @@ const NOBODY: &[Role] = &[];
 /// This `match` is the single source of truth and is exhaustive, so a new [`Permission`]
 /// does not compile until someone decides who holds it. The rules:
 ///
-/// - **owner**: everything except [`Permission::AgentRenew`] and
-///   [`Permission::CredentialRelease`], which only agents hold.
+/// - **owner**: everything except [`Permission::AgentRenew`],
+///   [`Permission::CredentialRelease`] and [`Permission::FileKeyUnwrap`], which only agents
+///   hold.
 /// - **admin**: everything except [`Permission::RecoveryKeyExport`]. Granting or revoking
 ///   the owner role and removing owners is further limited by [`can_change_member`].
 /// - **operator**: every `*.read` except [`Permission::AuditRead`], plus
@@ -171,7 +175,9 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::DestinationManage
         | Permission::ScheduleManage => ADMINS,
         Permission::RecoveryKeyExport => OWNERS,
-        Permission::AgentRenew | Permission::CredentialRelease => NOBODY,
+        Permission::AgentRenew | Permission::CredentialRelease | Permission::FileKeyUnwrap => {
+            NOBODY
+        }
     }
 }
 
@@ -267,6 +273,7 @@ credential.read          x x x x .
 credential.manage        x x . . .
 recovery_key.export      x . . . .
 credential.release       . . . . .
+file_key.unwrap          . . . . .
 org_key.read             x x x x x
 database.read            x x x x x
 database.manage          x x . . .
@@ -288,7 +295,10 @@ diagnostics.probe        x x x . .
     #[test]
     fn owner_holds_every_permission_but_the_agents_own() {
         for &p in Permission::ALL {
-            let agents_own = matches!(p, Permission::AgentRenew | Permission::CredentialRelease);
+            let agents_own = matches!(
+                p,
+                Permission::AgentRenew | Permission::CredentialRelease | Permission::FileKeyUnwrap
+            );
             assert_eq!(allows(Owner, p), !agents_own, "{p}");
         }
     }
@@ -301,6 +311,7 @@ diagnostics.probe        x x x . .
                 Permission::RecoveryKeyExport
                     | Permission::AgentRenew
                     | Permission::CredentialRelease
+                    | Permission::FileKeyUnwrap
             );
             assert_eq!(allows(Admin, p), expected, "{p}");
         }

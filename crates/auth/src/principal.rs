@@ -88,12 +88,14 @@ pub enum Denied {
 }
 
 /// What an enrolled agent may do: fetch its org's CRL, renew its own certificate, read the
-/// org's age recipient (to encrypt backups to) and receive the credentials of its job tickets.
+/// org's age recipient (to encrypt backups to), receive the credentials of its job tickets,
+/// and have the file key of a backup its restore ticket names unwrapped.
 pub const AGENT_PERMISSIONS: &[Permission] = &[
     Permission::CrlRead,
     Permission::AgentRenew,
     Permission::OrgKeyRead,
     Permission::CredentialRelease,
+    Permission::FileKeyUnwrap,
 ];
 
 /// Whether `principal` may use `permission` in `org`.
@@ -235,7 +237,7 @@ mod tests {
     #[test]
     fn agents_hold_only_the_agent_permissions() {
         // Given an agent of org A, when it asks for user permissions in org A, then only
-        // CrlRead, OrgKeyRead, AgentRenew and CredentialRelease are allowed.
+        // CrlRead, OrgKeyRead, AgentRenew, CredentialRelease and FileKeyUnwrap are allowed.
         let a = OrgId::new();
         for &p in Permission::ALL {
             let result = authorize(&agent(a), a, p);
@@ -245,6 +247,7 @@ mod tests {
                     | Permission::OrgKeyRead
                     | Permission::AgentRenew
                     | Permission::CredentialRelease
+                    | Permission::FileKeyUnwrap
             ) {
                 assert_eq!(result, Ok(()));
             } else {

@@ -28,6 +28,10 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         Permission::CredentialRelease,
     ),
     (
+        "/coffer.credentials.v1.ReleaseService/UnwrapFileKey",
+        Permission::FileKeyUnwrap,
+    ),
+    (
         "/coffer.credentials.v1.OrgKeyService/GetOrgRecipient",
         Permission::OrgKeyRead,
     ),

@@ -29,6 +29,9 @@ pub const MAX_TICKET_BYTES: usize = 16 * 1024;
 /// Most vault references one ticket may carry.
 pub const MAX_VAULT_REFS: usize = 32;
 
+/// Most backups one restore ticket may open.
+pub const MAX_FILE_KEY_HEADERS: usize = 32;
+
 /// Clock skew tolerated on `exp` and `iat`.
 const LEEWAY_SECS: i64 = 5;
 
@@ -46,6 +49,11 @@ pub struct JobTicket {
     pub org_id: OrgId,
     /// The credentials the job needs, as `vault:coffer/<org_id>/<credential_id>`.
     pub vault_refs: Vec<String>,
+    /// For restore jobs: the backups whose file key the agent may have unwrapped, each named
+    /// by the SHA-256 (lowercase hex) of its age header. Empty for every other job, so a
+    /// backup job's ticket opens no backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_key_headers: Vec<String>,
     /// Issued at, Unix seconds.
     pub iat: i64,
     /// Expires at, Unix seconds.
@@ -71,9 +79,23 @@ impl JobTicket {
             agent_id,
             org_id,
             vault_refs,
+            file_key_headers: Vec::new(),
             iat,
             exp: iat.saturating_add(lifetime),
         }
+    }
+
+    /// The same ticket, also granting the unwrap of the file keys of the backups whose age
+    /// headers have these SHA-256 digests (a restore job).
+    pub fn with_file_key_headers(mut self, header_digests: Vec<String>) -> Self {
+        self.file_key_headers = header_digests;
+        self
+    }
+
+    fn within_limits(&self) -> bool {
+        self.vault_refs.len() <= MAX_VAULT_REFS
+            && self.file_key_headers.len() <= MAX_FILE_KEY_HEADERS
+            && self.attempt != 0
     }
 }
 
@@ -98,7 +120,7 @@ impl Signer {
     /// Signs a job ticket (scheduling's key; tests use their own key, published the same way).
     pub fn issue_ticket(&self, ticket: &JobTicket) -> Result<String, Error> {
         check_lifetime(ticket)?;
-        if ticket.vault_refs.len() > MAX_VAULT_REFS || ticket.attempt == 0 {
+        if !ticket.within_limits() {
             return Err(Error::Malformed);
         }
         Ok(self.sign(
@@ -150,7 +172,7 @@ impl TicketVerifier {
         key.verify(&parsed).map_err(|_| Error::Signature)?;
         let claims: JobTicket =
             serde_json::from_slice(&parsed.payload).map_err(|_| Error::Malformed)?;
-        if claims.vault_refs.len() > MAX_VAULT_REFS || claims.attempt == 0 {
+        if !claims.within_limits() {
             return Err(Error::Malformed);
         }
         check_lifetime(&claims)?;

@@ -40,6 +40,19 @@ pub mod events {
     }
 }
 
+/// Zeroes a message's secret field when the message is dropped, so a value that passed through
+/// a request or response does not linger in freed memory. (The encoded frames tonic, hyper and
+/// rustls buffer on the way are theirs and are not covered.)
+macro_rules! zeroize_on_drop {
+    ($message:ident . $secret:ident) => {
+        impl Drop for $message {
+            fn drop(&mut self) {
+                ::zeroize::Zeroize::zeroize(&mut self.$secret);
+            }
+        }
+    };
+}
+
 pub mod diagnostics {
     pub mod v1 {
         tonic::include_proto!("coffer.diagnostics.v1");
@@ -61,6 +74,10 @@ pub mod credentials {
         redacted_debug!(RecoveryKey { org_id, recipient } secret identity);
         redacted_debug!(ReleaseCredentialsRequest {} secret ticket);
         redacted_debug!(ReleasedCredential { vault_ref, version, purpose } secret value);
+        redacted_debug!(UnwrapFileKeyRequest {} secret ticket);
+        redacted_debug!(UnwrapFileKeyResponse { job_id, attempt, header_sha256 } secret file_key);
+
+        zeroize_on_drop!(UnwrapFileKeyResponse.file_key);
     }
 }
 

@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
+use age_core::format::FileKey;
 use coffer_db::TenantTx;
 use coffer_eventstore::{EventStore, ExecuteError, Projection};
-use coffer_kms::Kms;
+use coffer_kms::{Kms, WrappedKey};
 use coffer_types::{Actor, AggregateId, OrgId};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
@@ -24,6 +25,7 @@ use crate::domain::release::{
     JobRelease, JobReleaseCommand, JobReleaseError, Released, release_id,
 };
 use crate::envelope::{self, ValueSlot};
+use crate::file_key;
 use crate::store::{self, CredentialView, OrgKeyView, StoredValue};
 use crate::vault_ref::VaultRef;
 use coffer_auth::published::PublishedKeys;
@@ -121,9 +123,9 @@ impl From<ExecuteError<OrgKeyError>> for Error {
 impl From<ExecuteError<JobReleaseError>> for Error {
     fn from(e: ExecuteError<JobReleaseError>) -> Self {
         match e {
-            ExecuteError::Rejected(e @ JobReleaseError::AlreadyReleased) => {
-                Error::FailedPrecondition(e.to_string())
-            }
+            ExecuteError::Rejected(
+                e @ (JobReleaseError::AlreadyReleased | JobReleaseError::AlreadyUnwrapped),
+            ) => Error::FailedPrecondition(e.to_string()),
             ExecuteError::Store(s) => Error::Store(s),
         }
     }
@@ -139,6 +141,34 @@ async fn current_value(
     };
     let stored = store::value(tx, id, view.version).await?;
     Ok(stored.map(|stored| (view, stored)))
+}
+
+/// The actor of what an agent does with its ticket.
+fn agent_actor(agent: AgentId, org: OrgId) -> Actor {
+    coffer_auth::Principal::Agent {
+        agent_id: agent,
+        org,
+    }
+    .actor()
+}
+
+/// The vault references a ticket names, each checked to be a well-formed reference of `org`.
+fn vault_refs(ticket: &JobTicket, org: OrgId) -> Result<Vec<VaultRef>, Error> {
+    let mut refs = Vec::with_capacity(ticket.vault_refs.len());
+    for (i, text) in ticket.vault_refs.iter().enumerate() {
+        let parsed: VaultRef = text.parse().map_err(|_| {
+            Error::TicketRefused(format!(
+                "job ticket vault_refs[{i}] must be vault:coffer/<org_id>/<credential_id>"
+            ))
+        })?;
+        if parsed.org != org {
+            return Err(Error::TicketRefused(format!(
+                "job ticket vault_refs[{i}] is not a credential of the ticket's org"
+            )));
+        }
+        refs.push(parsed);
+    }
+    Ok(refs)
 }
 
 fn not_generated() -> Error {
@@ -170,6 +200,27 @@ pub struct ReleasedValue {
     pub purpose: Purpose,
     /// The value.
     pub value: Value,
+}
+
+/// A backup's file key, unwrapped for a restore job attempt.
+pub struct UnwrappedFileKey {
+    /// The ticket it was unwrapped for.
+    pub ticket: JobTicket,
+    /// SHA-256 of the backup's age header, lowercase hex.
+    pub header_sha256: String,
+    /// The 16-byte file key; zeroed on drop, never printed.
+    pub file_key: FileKey,
+}
+
+impl std::fmt::Debug for UnwrappedFileKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnwrappedFileKey")
+            .field("job_id", &self.ticket.job_id)
+            .field("attempt", &self.ticket.attempt)
+            .field("header_sha256", &self.header_sha256)
+            .field("file_key", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// The projections this service maintains (also used by `coffer admin rebuild-projections`).
@@ -406,32 +457,8 @@ impl Credentials {
         org: OrgId,
         ticket: &str,
     ) -> Result<(JobTicket, Vec<ReleasedValue>), Error> {
-        let keys = self
-            .tickets
-            .as_ref()
-            .ok_or_else(|| Error::Unavailable("no job-ticket keys are configured".into()))?;
-        let ticket = keys
-            .verify_ticket(ticket)
-            .map_err(|e| Error::TicketRefused(e.to_string()))?;
-        if ticket.org_id != org || ticket.agent_id != agent {
-            return Err(Error::TicketRefused(
-                "job ticket was issued to another agent".into(),
-            ));
-        }
-        let mut refs = Vec::with_capacity(ticket.vault_refs.len());
-        for (i, text) in ticket.vault_refs.iter().enumerate() {
-            let parsed: VaultRef = text.parse().map_err(|_| {
-                Error::TicketRefused(format!(
-                    "job ticket vault_refs[{i}] must be vault:coffer/<org_id>/<credential_id>"
-                ))
-            })?;
-            if parsed.org != org {
-                return Err(Error::TicketRefused(format!(
-                    "job ticket vault_refs[{i}] is not a credential of the ticket's org"
-                )));
-            }
-            refs.push(parsed);
-        }
+        let ticket = self.verify_ticket(agent, org, ticket)?;
+        let refs = vault_refs(&ticket, org)?;
 
         // One read for the attempt's state and every referenced version; KMS is called only
         // after it, outside any transaction, and not at all for a spent attempt.
@@ -481,19 +508,94 @@ impl Credentials {
                 .collect(),
         };
         self.store
-            .execute_in::<JobRelease>(
-                &mut tx,
-                release,
-                &coffer_auth::Principal::Agent {
-                    agent_id: agent,
-                    org,
-                }
-                .actor(),
-                command,
-            )
+            .execute_in::<JobRelease>(&mut tx, release, &agent_actor(agent, org), command)
             .await?;
         tx.commit().await?;
         Ok((ticket, released))
+    }
+
+    /// Verifies a job ticket and that it was issued to `agent` of `org`.
+    fn verify_ticket(&self, agent: AgentId, org: OrgId, ticket: &str) -> Result<JobTicket, Error> {
+        let keys = self
+            .tickets
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("no job-ticket keys are configured".into()))?;
+        let ticket = keys
+            .verify_ticket(ticket)
+            .map_err(|e| Error::TicketRefused(e.to_string()))?;
+        if ticket.org_id != org || ticket.agent_id != agent {
+            return Err(Error::TicketRefused(
+                "job ticket was issued to another agent".into(),
+            ));
+        }
+        Ok(ticket)
+    }
+
+    /// Unwraps the org's private key through KMS.
+    async fn org_identity(&self, org: OrgId, wrapped: &WrappedKey) -> Result<SecretString, Error> {
+        age_key::unwrap(self.kms.as_ref(), org, wrapped)
+            .await
+            .map_err(|e| match e {
+                age_key::UnwrapError::Kms(e) => Error::from(e),
+                corrupt @ age_key::UnwrapError::Corrupt => Error::Integrity(corrupt.to_string()),
+            })
+    }
+
+    /// Managed restore: unwraps, for `agent` of `org`, the file key of the backup whose age
+    /// `header` its restore `ticket` names, once per job attempt and backup. Checks the ticket
+    /// (as [`Credentials::release`] does) and that it lists SHA-256(header), unwraps the org's
+    /// private key through KMS, unwraps the file key and checks the header MAC with it, then
+    /// commits `FileKeyUnwrapped`, and only then returns the key (P3). The org's private key is
+    /// zeroed before the commit; the file key is zeroed when the caller drops it.
+    pub async fn unwrap_file_key(
+        &self,
+        agent: AgentId,
+        org: OrgId,
+        ticket: &str,
+        header: &[u8],
+    ) -> Result<UnwrappedFileKey, Error> {
+        let ticket = self.verify_ticket(agent, org, ticket)?;
+        let header_sha256 = file_key::digest(header);
+        if !ticket.file_key_headers.contains(&header_sha256) {
+            return Err(Error::TicketRefused(
+                "job ticket does not name this backup in file_key_headers".into(),
+            ));
+        }
+        let release = AggregateId::from(release_id(ticket.job_id, ticket.attempt));
+        let (state, wrapped) = {
+            let mut tx = self.begin(org).await?;
+            let (state, _) = self.store.load::<JobRelease>(&mut tx, release).await?;
+            let wrapped = store::org_key_secret(&mut tx)
+                .await?
+                .ok_or_else(not_generated)?;
+            (state, wrapped)
+        };
+        if state.unwrapped.contains(&header_sha256) {
+            return Err(Error::FailedPrecondition(
+                JobReleaseError::AlreadyUnwrapped.to_string(),
+            ));
+        }
+        let identity = self.org_identity(org, &wrapped).await?;
+        let file_key = file_key::unwrap(&identity, header)
+            .map_err(|e| FieldError::new("header", e.to_string()))?;
+        drop(identity);
+
+        let mut tx = self.begin(org).await?;
+        let command = JobReleaseCommand::UnwrapFileKey {
+            job_id: ticket.job_id,
+            attempt: ticket.attempt,
+            agent_id: agent,
+            header_sha256: header_sha256.clone(),
+        };
+        self.store
+            .execute_in::<JobRelease>(&mut tx, release, &agent_actor(agent, org), command)
+            .await?;
+        tx.commit().await?;
+        Ok(UnwrappedFileKey {
+            ticket,
+            header_sha256,
+            file_key,
+        })
     }
 
     /// The org's public recipient.
@@ -546,12 +648,7 @@ impl Credentials {
                 .ok_or_else(not_generated)?;
             (view, wrapped)
         };
-        let identity = age_key::unwrap(self.kms.as_ref(), org, &wrapped)
-            .await
-            .map_err(|e| match e {
-                age_key::UnwrapError::Kms(e) => Error::from(e),
-                corrupt @ age_key::UnwrapError::Corrupt => Error::Integrity(corrupt.to_string()),
-            })?;
+        let identity = self.org_identity(org, &wrapped).await?;
         let mut tx = self.begin(org).await?;
         let command = OrgKeyCommand::ExportRecoveryKey {
             reason: reason.to_owned(),

@@ -126,6 +126,7 @@ impl DomainEvent for JobReleaseEvent {
     fn event_type(&self) -> &'static str {
         match self {
             JobReleaseEvent::CredentialsReleased { .. } => "CredentialsReleased",
+            JobReleaseEvent::FileKeyUnwrapped { .. } => "FileKeyUnwrapped",
         }
     }
 
@@ -142,6 +143,18 @@ impl DomainEvent for JobReleaseEvent {
                 agent_id: agent_id.to_string(),
                 vault_refs: credentials.iter().map(|c| c.vault_ref.clone()).collect(),
                 versions: credentials.iter().map(|c| c.version).collect(),
+            }
+            .encode_to_vec(),
+            JobReleaseEvent::FileKeyUnwrapped {
+                job_id,
+                attempt,
+                agent_id,
+                header_sha256,
+            } => pb::FileKeyUnwrapped {
+                job_id: job_id.to_string(),
+                attempt: *attempt,
+                agent_id: agent_id.to_string(),
+                header_sha256: header_sha256.clone(),
             }
             .encode_to_vec(),
         }
@@ -165,6 +178,16 @@ impl DomainEvent for JobReleaseEvent {
                         .zip(m.versions)
                         .map(|(vault_ref, version)| Released { vault_ref, version })
                         .collect(),
+                })
+            }
+            "FileKeyUnwrapped" => {
+                DecodeError::require_v1(t, schema_version)?;
+                let m = pb::FileKeyUnwrapped::decode(payload).map_err(|e| bad(t, e))?;
+                Ok(JobReleaseEvent::FileKeyUnwrapped {
+                    job_id: m.job_id.parse().map_err(|e| bad(t, e))?,
+                    attempt: m.attempt,
+                    agent_id: m.agent_id.parse().map_err(|e| bad(t, e))?,
+                    header_sha256: m.header_sha256,
                 })
             }
             other => Err(DecodeError::UnknownType(other.to_owned())),
@@ -210,6 +233,12 @@ mod tests {
                 vault_ref: "vault:coffer/x/y".into(),
                 version: 3,
             }],
+        });
+        round_trip(JobReleaseEvent::FileKeyUnwrapped {
+            job_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            agent_id: coffer_types::AgentId::new(),
+            header_sha256: "ab".repeat(32),
         });
     }
 

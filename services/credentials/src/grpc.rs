@@ -9,12 +9,13 @@ use coffer_auth::grpc::authorize;
 use coffer_proto::credentials::v1 as pb;
 use coffer_proto::request::{id, text};
 use coffer_proto::time::to_timestamp;
-use coffer_types::OrgId;
+use coffer_types::{AgentId, OrgId};
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
 use crate::app::{Credentials, Error, RecoveryKey, ReleasedValue};
 use crate::domain::credential::Purpose;
+use crate::file_key;
 use crate::store::{CredentialView, OrgKeyView};
 use crate::vault_ref::VaultRef;
 
@@ -209,28 +210,9 @@ impl pb::release_service_server::ReleaseService for CredentialsGrpc {
         &self,
         request: Request<pb::ReleaseCredentialsRequest>,
     ) -> Result<Response<pb::ReleaseCredentialsResponse>, Status> {
-        // Only an agent's certificate gets here (the permission is agents' alone); its
-        // identity, extracted once by the auth layer, decides the agent and the org.
-        let (agent, org) = match request
-            .extensions()
-            .get::<coffer_auth::Caller>()
-            .map(coffer_auth::Caller::principal)
-        {
-            Some(&coffer_auth::Principal::Agent { agent_id, org }) => (agent_id, org),
-            _ => {
-                return Err(Status::permission_denied(
-                    "credentials are released only to agents, over mTLS",
-                ));
-            }
-        };
-        authorize(&request, org)?;
+        let (agent, org) = agent_of(&request)?;
         let ticket = &request.get_ref().ticket;
-        if ticket.len() > coffer_auth::ticket::MAX_TICKET_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "ticket must be at most {} bytes",
-                coffer_auth::ticket::MAX_TICKET_BYTES
-            )));
-        }
+        check_ticket_len(ticket)?;
         let (ticket, values) = self.app.release(agent, org, ticket).await?;
         Ok(Response::new(pb::ReleaseCredentialsResponse {
             job_id: ticket.job_id.to_string(),
@@ -238,4 +220,56 @@ impl pb::release_service_server::ReleaseService for CredentialsGrpc {
             credentials: values.into_iter().map(released).collect(),
         }))
     }
+
+    async fn unwrap_file_key(
+        &self,
+        request: Request<pb::UnwrapFileKeyRequest>,
+    ) -> Result<Response<pb::UnwrapFileKeyResponse>, Status> {
+        let (agent, org) = agent_of(&request)?;
+        let r = request.get_ref();
+        check_ticket_len(&r.ticket)?;
+        if r.header.len() > file_key::MAX_HEADER_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "header must be at most {} bytes",
+                file_key::MAX_HEADER_BYTES
+            )));
+        }
+        let unwrapped = self
+            .app
+            .unwrap_file_key(agent, org, &r.ticket, &r.header)
+            .await?;
+        Ok(Response::new(pb::UnwrapFileKeyResponse {
+            job_id: unwrapped.ticket.job_id.to_string(),
+            attempt: unwrapped.ticket.attempt,
+            header_sha256: unwrapped.header_sha256.clone(),
+            file_key: unwrapped.file_key.expose_secret().to_vec(),
+        }))
+    }
+}
+
+/// The agent calling, and its org, authorised for the RPC. Only an agent's certificate gets
+/// here (the permissions are agents' alone); its identity, extracted once by the auth layer,
+/// decides the agent and the org.
+fn agent_of<T>(request: &Request<T>) -> Result<(AgentId, OrgId), Status> {
+    let Some(&coffer_auth::Principal::Agent { agent_id, org }) = request
+        .extensions()
+        .get::<coffer_auth::Caller>()
+        .map(coffer_auth::Caller::principal)
+    else {
+        return Err(Status::permission_denied(
+            "only agents call this, over mTLS with their certificate",
+        ));
+    };
+    authorize(request, org)?;
+    Ok((agent_id, org))
+}
+
+fn check_ticket_len(ticket: &str) -> Result<(), Status> {
+    if ticket.len() > coffer_auth::ticket::MAX_TICKET_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "ticket must be at most {} bytes",
+            coffer_auth::ticket::MAX_TICKET_BYTES
+        )));
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ mod codec;
 pub mod consumers;
 pub mod domain;
 pub mod envelope;
+pub mod file_key;
 pub mod grpc;
 pub mod store;
 pub mod vault_ref;

@@ -1,6 +1,8 @@
 //! The JobRelease aggregate: one per (job, attempt). It exists so that the credentials of a
-//! job attempt are released once: a second release of the same attempt is refused, whatever
-//! ticket carries it.
+//! job attempt are released once, and each backup's file key unwrapped once per attempt: a
+//! second release or unwrap of the same attempt is refused, whatever ticket carries it.
+
+use std::collections::BTreeSet;
 
 use coffer_eventstore::Aggregate;
 use coffer_types::AgentId;
@@ -10,6 +12,8 @@ use coffer_types::AgentId;
 pub struct JobRelease {
     /// Whether its credentials were released.
     pub released: bool,
+    /// The backups (SHA-256 of their age header, hex) whose file key was unwrapped.
+    pub unwrapped: BTreeSet<String>,
 }
 
 /// One credential handed over: its reference and the version released.
@@ -35,6 +39,17 @@ pub enum JobReleaseCommand {
         /// What it receives.
         credentials: Vec<Released>,
     },
+    /// Record the unwrap of one backup's file key, before the key is sent (P3).
+    UnwrapFileKey {
+        /// The job.
+        job_id: uuid::Uuid,
+        /// The attempt.
+        attempt: u32,
+        /// The agent receiving it.
+        agent_id: AgentId,
+        /// SHA-256 of the backup's age header, lowercase hex.
+        header_sha256: String,
+    },
 }
 
 /// Events.
@@ -51,6 +66,17 @@ pub enum JobReleaseEvent {
         /// What it received.
         credentials: Vec<Released>,
     },
+    /// The file key of one backup was unwrapped for a job attempt's agent.
+    FileKeyUnwrapped {
+        /// The job.
+        job_id: uuid::Uuid,
+        /// The attempt.
+        attempt: u32,
+        /// The agent.
+        agent_id: AgentId,
+        /// SHA-256 of the backup's age header, lowercase hex.
+        header_sha256: String,
+    },
 }
 
 /// Why a release was refused.
@@ -59,6 +85,9 @@ pub enum JobReleaseError {
     /// This attempt's credentials were released already (FailedPrecondition).
     #[error("the credentials of this job attempt were already released")]
     AlreadyReleased,
+    /// This backup's file key was already unwrapped in this attempt (FailedPrecondition).
+    #[error("the file key of this backup was already unwrapped in this job attempt")]
+    AlreadyUnwrapped,
 }
 
 impl Aggregate for JobRelease {
@@ -85,12 +114,31 @@ impl Aggregate for JobRelease {
                     credentials,
                 }])
             }
+            JobReleaseCommand::UnwrapFileKey {
+                job_id,
+                attempt,
+                agent_id,
+                header_sha256,
+            } => {
+                if self.unwrapped.contains(&header_sha256) {
+                    return Err(JobReleaseError::AlreadyUnwrapped);
+                }
+                Ok(vec![JobReleaseEvent::FileKeyUnwrapped {
+                    job_id,
+                    attempt,
+                    agent_id,
+                    header_sha256,
+                }])
+            }
         }
     }
 
     fn evolve(mut self, event: &JobReleaseEvent) -> Self {
         match event {
             JobReleaseEvent::CredentialsReleased { .. } => self.released = true,
+            JobReleaseEvent::FileKeyUnwrapped { header_sha256, .. } => {
+                self.unwrapped.insert(header_sha256.clone());
+            }
         }
         self
     }
@@ -123,5 +171,25 @@ mod tests {
         assert_eq!(release_id(job, 1), release_id(job, 1));
         assert_ne!(release_id(job, 1), release_id(job, 2));
         assert_ne!(release_id(job, 1), release_id(uuid::Uuid::now_v7(), 1));
+    }
+
+    #[test]
+    fn each_backup_is_unwrapped_once_per_attempt() {
+        let unwrap = |header: &str| JobReleaseCommand::UnwrapFileKey {
+            job_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+            agent_id: AgentId::new(),
+            header_sha256: header.into(),
+        };
+        let events = JobRelease::default().decide(unwrap("aa")).unwrap();
+        let state = events
+            .iter()
+            .fold(JobRelease::default(), JobRelease::evolve);
+        assert_eq!(
+            state.clone().decide(unwrap("aa")),
+            Err(JobReleaseError::AlreadyUnwrapped)
+        );
+        assert!(state.clone().decide(unwrap("bb")).is_ok());
+        assert!(!state.released, "an unwrap is not a release");
     }
 }

@@ -781,3 +781,191 @@ async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_a
         .await
         .unwrap();
 }
+
+/// Splits an age file into its header (through the `--- <mac>` line) and its payload.
+fn split_age(file: &[u8]) -> (&[u8], &[u8]) {
+    let mac_line = file
+        .windows(4)
+        .position(|w| w == b"\n---")
+        .expect("an age header")
+        + 1;
+    let end = mac_line + file[mac_line..].iter().position(|&b| b == b'\n').unwrap() + 1;
+    file.split_at(end)
+}
+
+/// Opens a one-chunk age payload with `file_key` by the age spec: a 16-byte nonce, then
+/// ChaCha20-Poly1305 under HKDF-SHA256(salt = nonce, info = "payload") with chunk nonce
+/// `0^11 || 1`.
+fn open_payload(file_key: &[u8], payload: &[u8]) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    let (nonce, chunk) = payload.split_at(16);
+    let key = age_core::primitives::hkdf(nonce, b"payload", file_key);
+    let mut chunk_nonce = [0u8; 12];
+    chunk_nonce[11] = 1;
+    chacha20poly1305::ChaCha20Poly1305::new(&key.into())
+        .decrypt(&chunk_nonce.into(), chunk)
+        .expect("the payload opens with the unwrapped file key")
+}
+
+#[tokio::test]
+async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once_per_attempt_after_recording_it()
+ {
+    use coffer_auth::ticket::JobTicket;
+    use coffer_auth::token::Signer;
+    use sha2::{Digest, Sha256};
+    use std::time::SystemTime;
+
+    let app = crate::helpers::spawn_tls_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    let (agent_id, mut agent) = enrolled_agent(&app, &acme).await;
+    let agent_id: coffer_types::AgentId = agent_id.parse().unwrap();
+
+    // Backups as the agent makes them: stock age, to the org's recipient.
+    let acme_recipient = recipient(&app, &acme).await.recipient;
+    let backup = run("age", &["-r", &acme_recipient], b"pg_dump output, pretend").await;
+    let (header, payload) = split_age(&backup);
+    let second = run("age", &["-r", &acme_recipient], b"another night's dump").await;
+    let (second_header, _) = split_age(&second);
+    let foreign = run(
+        "age",
+        &["-r", &recipient(&app, &other).await.recipient],
+        b"theirs",
+    )
+    .await;
+    let (foreign_header, _) = split_age(&foreign);
+    let digest = |h: &[u8]| format!("{:x}", Sha256::digest(h));
+
+    let scheduling = Signer::from_seed(&[11; 32]).unwrap();
+    app.publish_ticket_key(&scheduling).await;
+    let job = uuid::Uuid::now_v7();
+    let ticket = |attempt: u32, headers: &[&[u8]]| {
+        let claims = JobTicket::new(
+            job,
+            attempt,
+            agent_id,
+            acme.org,
+            vec![],
+            SystemTime::now(),
+            Duration::from_secs(300),
+        )
+        .with_file_key_headers(headers.iter().map(|h| digest(h)).collect());
+        scheduling.issue_ticket(&claims).unwrap()
+    };
+    let request = |ticket: String, header: &[u8]| pb::UnwrapFileKeyRequest {
+        ticket,
+        header: header.to_vec(),
+    };
+
+    let unwrapped = coffer_testkit::eventually(
+        "the ticket key is followed",
+        Duration::from_secs(10),
+        || {
+            let mut agent = agent.clone();
+            let request = request(ticket(1, &[header, second_header]), header);
+            async move { agent.unwrap_file_key(request).await.ok() }
+        },
+    )
+    .await
+    .into_inner();
+    assert_eq!(
+        (
+            unwrapped.job_id.as_str(),
+            unwrapped.attempt,
+            unwrapped.header_sha256.as_str()
+        ),
+        (job.to_string().as_str(), 1, digest(header).as_str())
+    );
+    assert_eq!(unwrapped.file_key.len(), 16);
+    assert_eq!(
+        open_payload(&unwrapped.file_key, payload),
+        b"pg_dump output, pretend"
+    );
+    assert!(!format!("{unwrapped:?}").contains(&format!("{:?}", unwrapped.file_key)));
+
+    let su = app.db.superuser().await;
+    let unwraps = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM coffer_credentials.events WHERE event_type = 'FileKeyUnwrapped'",
+        )
+        .fetch_one(&su)
+        .await
+        .unwrap()
+    };
+    assert_eq!(unwraps().await, 1);
+
+    // Once per attempt and backup; the ticket's other backup still opens.
+    let status = agent
+        .unwrap_file_key(request(ticket(1, &[header]), header))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    agent
+        .unwrap_file_key(request(ticket(1, &[header, second_header]), second_header))
+        .await
+        .unwrap();
+    assert_eq!(unwraps().await, 2);
+
+    // Refused: a backup the ticket does not name (a backup job's ticket names none), another
+    // org's backup even when named, a tampered header, and any user, whatever the role.
+    for (request, code, message) in [
+        (
+            request(ticket(2, &[]), header),
+            Code::PermissionDenied,
+            "job ticket does not name this backup in file_key_headers",
+        ),
+        (
+            request(ticket(2, &[second_header]), header),
+            Code::PermissionDenied,
+            "job ticket does not name this backup in file_key_headers",
+        ),
+        (
+            request(ticket(2, &[foreign_header]), foreign_header),
+            Code::InvalidArgument,
+            "header has no stanza addressed to this org's recipient",
+        ),
+        (
+            request(ticket(2, &[b"garbage"]), b"garbage"),
+            Code::InvalidArgument,
+            "header is not an age-encryption.org/v1 header: missing the age-encryption.org/v1 line",
+        ),
+    ] {
+        let status = agent.unwrap_file_key(request).await.unwrap_err();
+        assert_eq!((status.code(), status.message()), (code, message));
+    }
+    let status =
+        pb::release_service_client::ReleaseServiceClient::new(app.authed(&acme.owner_key).await)
+            .unwrap_file_key(request(ticket(2, &[header]), header))
+            .await
+            .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = agent
+        .unwrap_file_key(request(ticket(2, &[header]), &vec![b'a'; 64 * 1024 + 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::InvalidArgument, "header must be at most 65536 bytes")
+    );
+    assert_eq!(unwraps().await, 2);
+
+    // P3: when the unwrap cannot be recorded, no key leaves; the attempt is not spent.
+    sqlx::query("REVOKE INSERT ON coffer_credentials.events FROM coffer_credentials")
+        .execute(&su)
+        .await
+        .unwrap();
+    let status = agent
+        .unwrap_file_key(request(ticket(2, &[header]), header))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    sqlx::query("GRANT INSERT ON coffer_credentials.events TO coffer_credentials")
+        .execute(&su)
+        .await
+        .unwrap();
+    assert_eq!(unwraps().await, 2);
+    agent
+        .unwrap_file_key(request(ticket(2, &[header]), header))
+        .await
+        .unwrap();
+}

@@ -42,6 +42,10 @@ const NOT_ORG_ADDRESSED: &[(&str, &str)] = &[
         "/coffer.credentials.v1.ReleaseService/ReleaseCredentials",
         "the agent's own certificate decides the org, and the ticket must name it",
     ),
+    (
+        "/coffer.credentials.v1.ReleaseService/UnwrapFileKey",
+        "the agent's own certificate decides the org, and only that org's key unwraps",
+    ),
 ];
 
 fn coffer_methods() -> Vec<String> {
