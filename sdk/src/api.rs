@@ -1,11 +1,15 @@
 //! Typed clients, one per Coffer service, one method per RPC. Get them from a
 //! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
 //! [`Client::tokens`], [`Client::enrollment_tokens`], [`Client::agents`],
-//! [`Client::diagnostics`].
+//! [`Client::credentials`], [`Client::org_keys`], [`Client::diagnostics`].
 
 use std::time::Duration;
 
 use coffer_auth::Role;
+use coffer_proto::credentials::v1 as cred_pb;
+use coffer_proto::credentials::v1::{
+    credential_service_client::CredentialServiceClient, org_key_service_client::OrgKeyServiceClient,
+};
 use coffer_proto::diagnostics::v1 as diag_pb;
 use coffer_proto::diagnostics::v1::diagnostics_service_client::DiagnosticsServiceClient;
 use coffer_proto::enrollment::v1 as pb;
@@ -15,12 +19,16 @@ use coffer_proto::enrollment::v1::{
     member_service_client::MemberServiceClient, org_service_client::OrgServiceClient,
     token_service_client::TokenServiceClient,
 };
-use coffer_types::{AgentId, AggregateId, ApiKeyId, EnrollmentTokenId, OrgId, UserId};
+use coffer_types::{
+    AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, OrgId, UserId,
+};
+use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::client::Rpc;
 use crate::{
-    AccessToken, Agent, ApiKey, Client, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Crl,
-    EnrollmentToken, Error, Jwks, Member, NewApiKey, Org, Probe, SentProbe,
+    AccessToken, Agent, ApiKey, Client, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg,
+    Credential, Crl, EnrollmentToken, Error, Jwks, Member, NewApiKey, Org, OrgRecipient, Probe,
+    Purpose, RecoveryKey, SentProbe,
 };
 
 /// Organisations (`coffer.enrollment.v1.OrgService`).
@@ -500,6 +508,220 @@ impl<'a> Agents<'a> {
                 request,
                 |channel, request| async move {
                     AgentServiceClient::new(channel).get_crl(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}
+
+/// The credential vault (`coffer.credentials.v1.CredentialService`): values go in and never
+/// come back; every answer is metadata.
+///
+/// Values are taken as [`SecretSlice`]s. Each attempt copies the value into its request, which
+/// the gRPC encoder frees without zeroing once sent; no plain copy waits between retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Credentials<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Stores a new credential of `org` (version 1), its value encrypted under a fresh data
+    /// key. `name`: 1 to 128 characters of `a-z 0-9 . _ - /`, unique among the org's live
+    /// credentials; `value`: 1 byte to 64 KiB.
+    ///
+    /// Retried only when certainly not applied (see [`crate::RetryPolicy`]): after an
+    /// [`Error::Transport`] or [`Error::Timeout`] answer the credential may exist, and creating
+    /// it again is refused with [`Error::AlreadyExists`]; list the credentials to check.
+    pub async fn create(
+        &self,
+        org: OrgId,
+        name: &str,
+        purpose: Purpose,
+        value: &SecretSlice<u8>,
+    ) -> Result<Credential, Error> {
+        let request = cred_pb::CreateCredentialRequest {
+            org_id: org.to_string(),
+            name: name.to_owned(),
+            purpose: purpose.as_str().to_owned(),
+            value: Vec::new(),
+        };
+        self.client
+            .call(
+                Rpc::write("CreateCredential"),
+                request,
+                |channel, request| async move {
+                    let request = request.map(|r| cred_pb::CreateCredentialRequest {
+                        value: value.expose_secret().to_vec(),
+                        ..r
+                    });
+                    CredentialServiceClient::new(channel)
+                        .create_credential(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Replaces `credential`'s value (1 byte to 64 KiB): a new version under a new data key.
+    /// Older versions stay stored until the credential is deleted.
+    pub async fn replace_value(
+        &self,
+        org: OrgId,
+        credential: CredentialId,
+        value: &SecretSlice<u8>,
+    ) -> Result<Credential, Error> {
+        let request = cred_pb::ReplaceCredentialValueRequest {
+            org_id: org.to_string(),
+            credential_id: credential.to_string(),
+            value: Vec::new(),
+        };
+        self.client
+            .call(
+                Rpc::write("ReplaceCredentialValue"),
+                request,
+                |channel, request| async move {
+                    let request = request.map(|r| cred_pb::ReplaceCredentialValueRequest {
+                        value: value.expose_secret().to_vec(),
+                        ..r
+                    });
+                    CredentialServiceClient::new(channel)
+                        .replace_credential_value(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Deletes `credential`, saying why, and destroys every stored version of its value. Its
+    /// name is free again afterwards.
+    pub async fn delete(
+        &self,
+        org: OrgId,
+        credential: CredentialId,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let request = cred_pb::DeleteCredentialRequest {
+            org_id: org.to_string(),
+            credential_id: credential.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("DeleteCredential"),
+                request,
+                |channel, request| async move {
+                    CredentialServiceClient::new(channel)
+                        .delete_credential(request)
+                        .await
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads one credential's metadata.
+    pub async fn get(&self, org: OrgId, credential: CredentialId) -> Result<Credential, Error> {
+        let request = cred_pb::GetCredentialRequest {
+            org_id: org.to_string(),
+            credential_id: credential.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("GetCredential"),
+                request,
+                |channel, request| async move {
+                    CredentialServiceClient::new(channel)
+                        .get_credential(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Every live credential of `org`, metadata only.
+    pub async fn list(&self, org: OrgId) -> Result<Vec<Credential>, Error> {
+        let request = cred_pb::ListCredentialsRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("ListCredentials"),
+                request,
+                |channel, request| async move {
+                    CredentialServiceClient::new(channel)
+                        .list_credentials(request)
+                        .await
+                },
+            )
+            .await?
+            .credentials
+            .into_iter()
+            .map(Credential::try_from)
+            .collect()
+    }
+}
+
+/// The org's age key pair (`coffer.credentials.v1.OrgKeyService`): agents encrypt every
+/// backup to its public recipient; owners can export the private key to decrypt backups
+/// without Coffer.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgKeys<'a> {
+    client: &'a Client,
+}
+
+impl<'a> OrgKeys<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// The org's public recipient (`age1…`). The key pair is generated shortly after the org
+    /// is created; until then this is [`Error::NotFound`].
+    pub async fn recipient(&self, org: OrgId) -> Result<OrgRecipient, Error> {
+        let request = cred_pb::GetOrgRecipientRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("GetOrgRecipient"),
+                request,
+                |channel, request| async move {
+                    OrgKeyServiceClient::new(channel)
+                        .get_org_recipient(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Exports the org's private key (`AGE-SECRET-KEY-1…`), saying why (1 to 500
+    /// characters), so backups decrypt with stock `age -d -i`. Owners only; the export is
+    /// recorded in the audit log before the key is returned.
+    pub async fn export_recovery_key(
+        &self,
+        org: OrgId,
+        reason: &str,
+    ) -> Result<RecoveryKey, Error> {
+        let request = cred_pb::ExportRecoveryKeyRequest {
+            org_id: org.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("ExportRecoveryKey"),
+                request,
+                |channel, request| async move {
+                    OrgKeyServiceClient::new(channel)
+                        .export_recovery_key(request)
+                        .await
                 },
             )
             .await?

@@ -18,7 +18,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::api::{Agents, ApiKeys, Diagnostics, EnrollmentTokens, Members, Orgs, Tokens};
+use crate::api::{
+    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, Members, OrgKeys, Orgs, Tokens,
+};
 use crate::retry::{Kind, RetryPolicy};
 use crate::token::{self, Exchange};
 use crate::{AccessToken, Error};
@@ -241,6 +243,16 @@ impl Client {
     /// Enrolled agents, their certificates, revocation and the org's CRL.
     pub fn agents(&self) -> Agents<'_> {
         Agents::new(self)
+    }
+
+    /// The credential vault: values in, metadata out.
+    pub fn credentials(&self) -> Credentials<'_> {
+        Credentials::new(self)
+    }
+
+    /// The org's age key pair: its public recipient and the owners' recovery export.
+    pub fn org_keys(&self) -> OrgKeys<'_> {
+        OrgKeys::new(self)
     }
 
     /// End-to-end checks of a running deployment.

@@ -15,9 +15,15 @@
 //!   `UNAVAILABLE` itself, or the connection never opened). No other code is retried.
 //! - **Types.** One typed client per service ([`Client::orgs`], [`Client::members`],
 //!   [`Client::api_keys`], [`Client::tokens`], [`Client::enrollment_tokens`],
-//!   [`Client::agents`], [`Client::diagnostics`]) taking and returning SDK types: ids as
-//!   the [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`] newtypes, roles as [`Role`],
-//!   times as `chrono` UTC. Answers are validated; a malformed one is [`Error::Protocol`].
+//!   [`Client::agents`], [`Client::credentials`], [`Client::org_keys`],
+//!   [`Client::diagnostics`]) taking and returning SDK types: ids as the
+//!   [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`]/[`CredentialId`]
+//!   newtypes, roles as [`Role`], times as `chrono` UTC. Answers are validated; a malformed
+//!   one is [`Error::Protocol`].
+//! - **Secrets.** Secrets the server returns (new API keys and enrollment tokens, the
+//!   recovery key) are [`SecretString`]s, and credential values are given as [`SecretSlice`]s:
+//!   zeroed on drop, `[REDACTED]` in `Debug` (see [`Credentials`] for the copy each request
+//!   makes).
 //! - **Errors.** [`Error`] keeps the gRPC code (as its variant) and the server's message.
 //!
 //! # Example
@@ -70,15 +76,20 @@ mod model;
 mod retry;
 mod token;
 
-pub use api::{Agents, ApiKeys, Diagnostics, EnrollmentTokens, Members, Orgs, Tokens};
+pub use api::{
+    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, Members, OrgKeys, Orgs, Tokens,
+};
 pub use client::{Client, ClientOptions};
 pub use coffer_auth::Role;
-pub use coffer_types::{AgentId, AggregateId, ApiKeyId, EnrollmentTokenId, EventId, OrgId, UserId};
+pub use coffer_types::{
+    AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId, OrgId, UserId,
+};
 pub use error::Error;
 pub use model::{
-    AccessToken, Agent, ApiKey, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Crl,
-    EnrollmentToken, Jwk, Jwks, Member, NewApiKey, Org, Probe, SentProbe,
+    AccessToken, Agent, ApiKey, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl,
+    EnrollmentToken, Jwk, Jwks, Member, NewApiKey, Org, OrgRecipient, ParsePurposeError, Probe,
+    Purpose, RecoveryKey, SentProbe,
 };
 pub use retry::RetryPolicy;
-pub use secrecy::{ExposeSecret, SecretString};
+pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};
 pub use tonic::Code;

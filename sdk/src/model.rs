@@ -6,11 +6,14 @@
 
 use chrono::{DateTime, Utc};
 use coffer_auth::Role;
+use coffer_proto::credentials::v1 as cred_pb;
 use coffer_proto::diagnostics::v1 as diag_pb;
 use coffer_proto::enrollment::v1 as pb;
 use coffer_proto::time::from_timestamp;
-use coffer_types::{AgentId, AggregateId, ApiKeyId, EnrollmentTokenId, EventId, OrgId, UserId};
-use secrecy::SecretString;
+use coffer_types::{
+    AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId, OrgId, UserId,
+};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::Error;
@@ -307,6 +310,114 @@ pub struct Crl {
     pub next_update: DateTime<Utc>,
 }
 
+/// What a credential is for. It tells the services that use a credential which kind of
+/// secret its vault reference points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A database password or connection secret.
+    Database,
+    /// Storage destination keys (an S3 access key, and the like).
+    Storage,
+    /// An SSH private key.
+    Ssh,
+    /// Anything else.
+    Generic,
+}
+
+impl Purpose {
+    /// Every purpose.
+    pub const ALL: [Purpose; 4] = [
+        Purpose::Database,
+        Purpose::Storage,
+        Purpose::Ssh,
+        Purpose::Generic,
+    ];
+
+    /// The wire name, e.g. `"database"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Database => "database",
+            Purpose::Storage => "storage",
+            Purpose::Ssh => "ssh",
+            Purpose::Generic => "generic",
+        }
+    }
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Purpose {
+    type Err = ParsePurposeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Purpose::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(ParsePurposeError)
+    }
+}
+
+/// Error returned when a string is not a purpose name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("purpose must be one of database, storage, ssh, generic")]
+pub struct ParsePurposeError;
+
+/// A credential's metadata. Its value goes to the server and never comes back: only agents
+/// receive it, for a job they hold a ticket for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Credential {
+    /// Its org.
+    pub org_id: OrgId,
+    /// Its id.
+    pub credential_id: CredentialId,
+    /// Its name, path-like (`prod/orders-db`); unique among the org's live credentials.
+    pub name: String,
+    /// What it is for.
+    pub purpose: Purpose,
+    /// `vault:coffer/<org_id>/<credential_id>`: how other services refer to it.
+    pub vault_ref: String,
+    /// The current version: 1 on creation, one more with every replaced value.
+    pub version: u32,
+    /// Length of the current value in bytes.
+    pub value_bytes: u32,
+    /// The KMS master key the current version's data key is wrapped under.
+    pub kms_key_id: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The public half of an org's age key pair: agents encrypt every backup to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct OrgRecipient {
+    /// The org.
+    pub org_id: OrgId,
+    /// `age1…`: pass it to `age -r`.
+    pub recipient: String,
+    /// When the key pair was generated.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An org's exported age key pair. `Debug` shows `[REDACTED]` in place of the identity.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RecoveryKey {
+    /// The org.
+    pub org_id: OrgId,
+    /// `AGE-SECRET-KEY-1…`, for `age -d -i`: anyone holding it decrypts every backup of the
+    /// org. Store it offline.
+    pub identity: SecretString,
+    /// The matching public recipient (`age1…`).
+    pub recipient: String,
+}
+
 fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Error> {
     s.parse()
         .map_err(|_| Error::protocol(format!("{field} is not a UUID")))
@@ -496,6 +607,59 @@ impl TryFrom<pb::Crl> for Crl {
             number: c.number,
             this_update: time(c.this_update, "Crl.this_update")?,
             next_update: time(c.next_update, "Crl.next_update")?,
+        })
+    }
+}
+
+impl TryFrom<cred_pb::Credential> for Credential {
+    type Error = Error;
+    fn try_from(c: cred_pb::Credential) -> Result<Self, Error> {
+        Ok(Self {
+            org_id: id(&c.org_id, "Credential.org_id")?,
+            credential_id: id(&c.credential_id, "Credential.credential_id")?,
+            name: c.name,
+            purpose: c
+                .purpose
+                .parse()
+                .map_err(|_| Error::protocol("Credential.purpose is not a known purpose"))?,
+            vault_ref: c.vault_ref,
+            version: c.version,
+            value_bytes: c.value_bytes,
+            kms_key_id: c.kms_key_id,
+            created_at: time(c.created_at, "Credential.created_at")?,
+            updated_at: time(c.updated_at, "Credential.updated_at")?,
+        })
+    }
+}
+
+impl TryFrom<cred_pb::OrgRecipient> for OrgRecipient {
+    type Error = Error;
+    fn try_from(r: cred_pb::OrgRecipient) -> Result<Self, Error> {
+        if r.recipient.is_empty() {
+            return Err(Error::protocol("OrgRecipient.recipient is missing"));
+        }
+        Ok(Self {
+            org_id: id(&r.org_id, "OrgRecipient.org_id")?,
+            recipient: r.recipient,
+            created_at: time(r.created_at, "OrgRecipient.created_at")?,
+        })
+    }
+}
+
+impl TryFrom<cred_pb::RecoveryKey> for RecoveryKey {
+    type Error = Error;
+    fn try_from(k: cred_pb::RecoveryKey) -> Result<Self, Error> {
+        // Wrapped before anything is checked, so a refused answer still drops it zeroed.
+        let identity = SecretString::from(k.identity);
+        if identity.expose_secret().is_empty() || k.recipient.is_empty() {
+            return Err(Error::protocol(
+                "RecoveryKey.identity and RecoveryKey.recipient are both required",
+            ));
+        }
+        Ok(Self {
+            org_id: id(&k.org_id, "RecoveryKey.org_id")?,
+            identity,
+            recipient: k.recipient,
         })
     }
 }

@@ -118,6 +118,10 @@ define_id!(
     /// A single-use token an agent enrolls with.
     EnrollmentTokenId
 );
+define_id!(
+    /// A credential in an org's vault (its value is never returned to users).
+    CredentialId
+);
 
 impl OrgId {
     /// The platform pseudo-org: events that belong to no customer (platform bootstrap, CA root).

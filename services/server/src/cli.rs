@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use coffer_sdk::{AgentId, ApiKeyId, EnrollmentTokenId, OrgId, Role, SecretString, UserId};
+use coffer_sdk::{
+    AgentId, ApiKeyId, CredentialId, EnrollmentTokenId, OrgId, Purpose, Role, SecretString, UserId,
+};
 
 use crate::startup::Target;
 
@@ -103,6 +105,30 @@ pub enum Command {
         /// Which one.
         #[command(subcommand)]
         command: AgentCommand,
+    },
+    /// The credential vault: values go in and never come back out (client).
+    Credential {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+    /// The org's age key pair: its public recipient and the recovery key (client).
+    OrgKey {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: OrgKeyCommand,
     },
     /// Diagnostics against a running server (client).
     Diag {
@@ -300,6 +326,70 @@ pub enum EnrollmentTokenCommand {
         /// The token's id.
         token_id: EnrollmentTokenId,
         /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `coffer credential …`.
+#[derive(Debug, Subcommand)]
+pub enum CredentialCommand {
+    /// Store a new credential (version 1). Its value is never printed and cannot be read back.
+    Create {
+        /// Its name: 1 to 128 characters of a-z 0-9 . _ - /, such as `prod/orders-db`.
+        name: String,
+        /// What it is for: database, storage, ssh or generic.
+        #[arg(long)]
+        purpose: Purpose,
+        /// Where the value comes from.
+        #[command(flatten)]
+        value: ValueArgs,
+    },
+    /// Replace a credential's value: a new version under a new data key.
+    Replace {
+        /// The credential's id.
+        credential_id: CredentialId,
+        /// Where the value comes from.
+        #[command(flatten)]
+        value: ValueArgs,
+    },
+    /// Delete a credential and destroy every stored version of its value.
+    Delete {
+        /// The credential's id.
+        credential_id: CredentialId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the org's credentials (metadata only).
+    List,
+    /// Show one credential's metadata.
+    Get {
+        /// The credential's id.
+        credential_id: CredentialId,
+    },
+}
+
+/// Where a credential value is read from. Never from an argument: arguments end up in shell
+/// history and in every user's `ps`.
+#[derive(Debug, Clone, Args)]
+pub struct ValueArgs {
+    /// Read the value from this file, byte for byte. Without it the value is read from
+    /// stdin, which must not be a terminal, and one trailing newline ("\n") is removed, as
+    /// `echo` and most editors add one. 1 byte to 64 KiB.
+    #[arg(long, value_name = "PATH")]
+    pub value_file: Option<PathBuf>,
+}
+
+/// `coffer org-key …`.
+#[derive(Debug, Subcommand)]
+pub enum OrgKeyCommand {
+    /// Show the org's public age recipient (`age1…`), which every backup is encrypted to.
+    Recipient,
+    /// Export the org's private age key (`AGE-SECRET-KEY-1…`) for `age -d -i`, a secret that
+    /// decrypts every backup. Owners only; every export is recorded in the audit log.
+    ExportRecoveryKey {
+        /// Why, for the audit log (1 to 500 characters).
         #[arg(long)]
         reason: String,
     },

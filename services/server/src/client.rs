@@ -1,29 +1,38 @@
-//! The client commands (`coffer org|user|apikey|token|agent|diag …`), on top of `coffer-sdk`.
+//! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|diag …`), on
+//! top of `coffer-sdk`.
 //!
 //! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
 //! otherwise an aligned table. A secret the server returns once (a new API key or enrollment
-//! token) is printed once, labelled as such; an access token only on
-//! `coffer token exchange --show`.
+//! token) is printed once, labelled as such, and so is an exported recovery key; an access
+//! token only on `coffer token exchange --show`. Credential values are read from a file or
+//! stdin, never from arguments, and never printed.
 
 use std::fmt;
+use std::fs::File;
+use std::io::{IsTerminal, Read};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use coffer_sdk::{
-    Agent, ApiKey, Client, CreatedApiKey, EnrollmentToken, ExposeSecret, Member, NewApiKey, Org,
-    OrgId,
+    Agent, ApiKey, Client, CreatedApiKey, Credential, EnrollmentToken, ExposeSecret, Member,
+    NewApiKey, Org, OrgId, SecretBox, SecretSlice,
 };
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{
-    AgentCommand, ApiKeyCommand, Command, ConnectArgs, DiagCommand, EnrollmentTokenCommand,
-    OrgCommand, OutputArgs, TokenCommand, UserCommand,
+    AgentCommand, ApiKeyCommand, Command, ConnectArgs, CredentialCommand, DiagCommand,
+    EnrollmentTokenCommand, OrgCommand, OrgKeyCommand, OutputArgs, TokenCommand, UserCommand,
+    ValueArgs,
 };
 
+/// The largest credential value the server accepts (64 KiB).
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+
 /// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `agent`,
-/// `diag`.
+/// `credential`, `org-key`, `diag`.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Org {
@@ -51,6 +60,16 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             output,
             command,
         } => agent(&connect, output, command).await,
+        Command::Credential {
+            connect,
+            output,
+            command,
+        } => credential(&connect, output, command).await,
+        Command::OrgKey {
+            connect,
+            output,
+            command,
+        } => org_key(&connect, output, command).await,
         Command::Diag {
             connect,
             command: DiagCommand::RoundTrip { note, timeout },
@@ -346,6 +365,162 @@ async fn enrollment_token(
     })
 }
 
+async fn credential(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: CredentialCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    let credentials = client.credentials();
+    let credential = match command {
+        CredentialCommand::Create {
+            name,
+            purpose,
+            value,
+        } => credentials
+            .create(org, &name, purpose, &read_value(&value)?)
+            .await
+            .context("create credential")?,
+        CredentialCommand::Replace {
+            credential_id,
+            value,
+        } => credentials
+            .replace_value(org, credential_id, &read_value(&value)?)
+            .await
+            .context("replace credential value")?,
+        CredentialCommand::Delete {
+            credential_id,
+            reason,
+        } => {
+            credentials
+                .delete(org, credential_id, &reason)
+                .await
+                .context("delete credential")?;
+            if output.json {
+                return print_json(&json!({
+                    "org_id": org,
+                    "credential_id": credential_id,
+                    "deleted": true,
+                }));
+            }
+            println!("deleted credential {credential_id} from org {org}");
+            return Ok(());
+        }
+        CredentialCommand::List => {
+            let list = credentials.list(org).await.context("list credentials")?;
+            return print(output, &list, || credentials_table(&list));
+        }
+        CredentialCommand::Get { credential_id } => credentials
+            .get(org, credential_id)
+            .await
+            .context("get credential")?,
+    };
+    print(output, &credential, || {
+        credentials_table(std::slice::from_ref(&credential))
+    })
+}
+
+/// Reads a credential value: from `--value-file` byte for byte, or from stdin without one
+/// trailing newline. Refuses an empty value and one over 64 KiB without sending it.
+///
+/// The value lands in one buffer, allocated once at its largest and zeroed on drop (a buffer
+/// that grew would leave unzeroed copies behind), read straight from the file descriptor so
+/// no `std::io::Stdin` buffer keeps a copy either. It blocks: the CLI runs one command, and
+/// nothing else needs this thread meanwhile.
+fn read_value(args: &ValueArgs) -> anyhow::Result<SecretSlice<u8>> {
+    let (source, from_stdin) = match &args.value_file {
+        Some(path) => (
+            File::open(path).with_context(|| format!("open {}", path.display()))?,
+            false,
+        ),
+        None => {
+            let stdin = std::io::stdin();
+            anyhow::ensure!(
+                !stdin.is_terminal(),
+                "pass the value with --value-file or pipe it on stdin; a terminal would echo it"
+            );
+            let fd = stdin
+                .as_fd()
+                .try_clone_to_owned()
+                .context("read the value from stdin")?;
+            (File::from(fd), true)
+        }
+    };
+    // The largest value, a newline, and one byte more to notice a value that is too long.
+    let limit = MAX_VALUE_BYTES + 2;
+    let mut read = Ok(0);
+    let buffer = SecretBox::<Vec<u8>>::init_with_mut(|buffer| {
+        buffer.reserve_exact(limit);
+        read = source
+            .take(u64::try_from(limit).expect("64 KiB fits in u64"))
+            .read_to_end(buffer);
+        if from_stdin && buffer.last() == Some(&b'\n') {
+            buffer.pop();
+        }
+    });
+    read.with_context(|| match &args.value_file {
+        Some(path) => format!("read {}", path.display()),
+        None => "read the value from stdin".to_owned(),
+    })?;
+    let value = buffer.expose_secret();
+    anyhow::ensure!(!value.is_empty(), "the value is empty");
+    anyhow::ensure!(
+        value.len() <= MAX_VALUE_BYTES,
+        "the value is longer than {} KiB",
+        MAX_VALUE_BYTES / 1024
+    );
+    Ok(SecretSlice::from(Box::<[u8]>::from(value.as_slice())))
+}
+
+async fn org_key(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: OrgKeyCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    match command {
+        OrgKeyCommand::Recipient => {
+            let recipient = client
+                .org_keys()
+                .recipient(org)
+                .await
+                .context("get the org's recipient")?;
+            print(output, &recipient, || {
+                let mut table = Table::new(["ORG ID", "RECIPIENT", "CREATED"]);
+                table.row([
+                    recipient.org_id.to_string(),
+                    recipient.recipient.clone(),
+                    time(recipient.created_at),
+                ]);
+                table
+            })
+        }
+        OrgKeyCommand::ExportRecoveryKey { reason } => {
+            let key = client
+                .org_keys()
+                .export_recovery_key(org, &reason)
+                .await
+                .context("export the recovery key")?;
+            if output.json {
+                return print_json(&json!({
+                    "org_id": key.org_id,
+                    "recipient": key.recipient,
+                    "identity": key.identity.expose_secret(),
+                }));
+            }
+            println!("org {} recipient {}", key.org_id, key.recipient);
+            println!(
+                "recovery key secret (decrypts every backup of the org with age -d -i; \
+                 store it offline now):"
+            );
+            println!("{}", key.identity.expose_secret());
+            Ok(())
+        }
+    }
+}
+
 /// `coffer diag round-trip`: prints each stage as the probe reaches it.
 async fn diag_round_trip(args: &ConnectArgs, note: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = connect(args).await?;
@@ -546,6 +721,32 @@ fn enrollment_tokens_table(tokens: &[EnrollmentToken]) -> Table {
             t.status(now).to_owned(),
             t.used_by_agent_id
                 .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        ]);
+    }
+    table
+}
+
+fn credentials_table(credentials: &[Credential]) -> Table {
+    let mut table = Table::new([
+        "CREDENTIAL ID",
+        "NAME",
+        "PURPOSE",
+        "VERSION",
+        "BYTES",
+        "UPDATED",
+        "KMS KEY",
+        "VAULT REF",
+    ]);
+    for c in credentials {
+        table.row([
+            c.credential_id.to_string(),
+            c.name.clone(),
+            c.purpose.to_string(),
+            c.version.to_string(),
+            c.value_bytes.to_string(),
+            time(c.updated_at),
+            c.kms_key_id.clone(),
+            c.vault_ref.clone(),
         ]);
     }
     table

@@ -30,6 +30,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Apikey { .. }
         | Command::Token { .. }
         | Command::Agent { .. }
+        | Command::Credential { .. }
+        | Command::OrgKey { .. }
         | Command::Diag { .. }) => {
             let _telemetry = client_telemetry();
             Box::pin(coffer_server::client::run(command)).await
@@ -144,6 +146,8 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
         | Command::Apikey { .. }
         | Command::Token { .. }
         | Command::Agent { .. }
+        | Command::Credential { .. }
+        | Command::OrgKey { .. }
         | Command::Diag { .. }
         | Command::Admin { .. } => {
             unreachable!("handled before loading server config")

@@ -2,7 +2,10 @@
 
 use std::process::{Output, Stdio};
 
+use std::time::Duration;
+
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{TestApp, spawn_app};
 
@@ -17,6 +20,24 @@ async fn coffer(app: &TestApp, api_key: &str, args: &[&str]) -> Output {
         .output()
         .await
         .expect("run coffer")
+}
+
+/// Runs `coffer <args>` like [`coffer`], with `stdin` piped in.
+async fn coffer_with_stdin(app: &TestApp, api_key: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_SERVER", app.url())
+        .env("COFFER_API_KEY", api_key)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run coffer");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    child.wait_with_output().await.expect("run coffer")
 }
 
 fn stdout(out: &Output) -> String {
@@ -309,6 +330,253 @@ async fn the_cli_creates_enrollment_tokens_and_lists_revokes_and_publishes_agent
     )
     .await;
     assert!(failure_line(&out).contains("not found"), "{out:?}");
+}
+
+#[tokio::test]
+async fn the_cli_stores_credentials_from_stdin_or_a_file_never_prints_them_and_exports_the_recovery_key()
+ {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = &acme.owner_key;
+    let dir = tempfile::tempdir().unwrap();
+    let from_stdin = "stdin-secret-4f9a1c";
+    let from_file = "file-secret-7c1e2b\n";
+    let replacement = "replacement-secret-d83e05";
+    // Every output of a command that was handed a value, checked for the value at the end.
+    let mut outputs = Vec::new();
+
+    // From stdin, one trailing newline is removed.
+    let out = coffer_with_stdin(
+        &app,
+        key,
+        &[
+            "credential",
+            "create",
+            "prod/orders-db",
+            "--purpose",
+            "database",
+            "--json",
+        ],
+        format!("{from_stdin}\n").as_bytes(),
+    )
+    .await;
+    let created: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    outputs.push(out);
+    assert_eq!(
+        (
+            &created["name"],
+            &created["purpose"],
+            &created["version"],
+            &created["value_bytes"]
+        ),
+        (
+            &"prod/orders-db".into(),
+            &"database".into(),
+            &1.into(),
+            &from_stdin.len().into()
+        )
+    );
+    let db_id = created["credential_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created["vault_ref"],
+        format!("vault:coffer/{}/{db_id}", acme.org)
+    );
+
+    // From a file, byte for byte (its newline included); shown as a table.
+    let path = dir.path().join("bucket.key");
+    std::fs::write(&path, from_file).unwrap();
+    let out = coffer(
+        &app,
+        key,
+        &[
+            "credential",
+            "create",
+            "prod/bucket",
+            "--purpose",
+            "storage",
+            "--value-file",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let table = stdout(&out);
+    outputs.push(out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    assert!(lines[0].starts_with("CREDENTIAL ID"), "{table}");
+    let columns: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        columns[1..5],
+        ["prod/bucket", "storage", "1", &from_file.len().to_string()],
+        "{table}"
+    );
+    let bucket_id = columns[0].to_owned();
+
+    // A value is never taken from the command line, and an empty one is never sent.
+    let out = coffer(
+        &app,
+        key,
+        &[
+            "credential",
+            "create",
+            "x",
+            "--purpose",
+            "generic",
+            "--value",
+            "hunter2-on-argv",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--value'"),
+        "{out:?}"
+    );
+    outputs.push(out);
+    let out = coffer(
+        &app,
+        key,
+        &["credential", "create", "x", "--purpose", "generic"],
+    )
+    .await;
+    assert_eq!(failure_line(&out), "coffer: the value is empty");
+
+    // List and get: metadata only.
+    let listed = json(&app, key, &["credential", "list"]).await;
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["prod/bucket", "prod/orders-db"]);
+    let table = stdout(&coffer(&app, key, &["credential", "list"]).await);
+    assert!(table.starts_with("CREDENTIAL ID"), "{table}");
+    assert!(
+        table.contains(&db_id) && table.contains(&bucket_id),
+        "{table}"
+    );
+    let got = json(&app, key, &["credential", "get", &db_id]).await;
+    assert_eq!(got, created);
+
+    // Replace: version 2.
+    let out = coffer_with_stdin(
+        &app,
+        key,
+        &["credential", "replace", &db_id, "--json"],
+        replacement.as_bytes(),
+    )
+    .await;
+    let replaced: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    outputs.push(out);
+    assert_eq!(
+        (&replaced["version"], &replaced["value_bytes"]),
+        (&2.into(), &replacement.len().into())
+    );
+    let got = json(&app, key, &["credential", "get", &db_id]).await;
+    assert_eq!(got["version"], 2);
+
+    // Delete, with a reason: then it is not found.
+    let deleted = json(
+        &app,
+        key,
+        &[
+            "credential",
+            "delete",
+            &db_id,
+            "--reason",
+            "database retired",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (&deleted["credential_id"], &deleted["deleted"]),
+        (&db_id.as_str().into(), &true.into())
+    );
+    let out = coffer(&app, key, &["credential", "get", &db_id]).await;
+    assert!(
+        failure_line(&out).starts_with("coffer: get credential: not found"),
+        "{out:?}"
+    );
+    let listed = json(&app, key, &["credential", "list"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    for out in &outputs {
+        for value in [
+            from_stdin,
+            from_file.trim_end(),
+            replacement,
+            "hunter2-on-argv",
+        ] {
+            assert!(
+                !String::from_utf8_lossy(&out.stdout).contains(value)
+                    && !String::from_utf8_lossy(&out.stderr).contains(value),
+                "a credential value was printed: {out:?}"
+            );
+        }
+    }
+
+    // The org's recipient, once its key pair is generated.
+    let recipient = coffer_testkit::eventually(
+        "the org key is generated",
+        Duration::from_secs(10),
+        || async {
+            let out = coffer(&app, key, &["org-key", "recipient", "--json"]).await;
+            out.status
+                .success()
+                .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+        },
+    )
+    .await;
+    let age_recipient = recipient["recipient"].as_str().unwrap().to_owned();
+    assert!(age_recipient.starts_with("age1"), "{recipient}");
+    let table = stdout(&coffer(&app, key, &["org-key", "recipient"]).await);
+    assert!(table.starts_with("ORG ID"), "{table}");
+    assert!(table.contains(&age_recipient), "{table}");
+
+    // Only an owner exports the recovery key; it is printed after a label saying it is secret.
+    let admin = app.new_api_key(&acme, "admin").await;
+    let out = coffer(
+        &app,
+        &admin,
+        &["org-key", "export-recovery-key", "--reason", "drill"],
+    )
+    .await;
+    assert!(
+        failure_line(&out).starts_with("coffer: export the recovery key: permission denied"),
+        "{out:?}"
+    );
+    let human = stdout(
+        &coffer(
+            &app,
+            key,
+            &["org-key", "export-recovery-key", "--reason", "drill"],
+        )
+        .await,
+    );
+    let lines: Vec<&str> = human.lines().collect();
+    let label = lines
+        .iter()
+        .position(|l| {
+            l.starts_with("recovery key secret (") && l.ends_with("store it offline now):")
+        })
+        .unwrap_or_else(|| panic!("no secret label in: {human}"));
+    assert!(lines[label + 1].starts_with("AGE-SECRET-KEY-1"), "{human}");
+    assert!(human.contains(&age_recipient), "{human}");
+    let exported = json(
+        &app,
+        key,
+        &[
+            "org-key",
+            "export-recovery-key",
+            "--reason",
+            "disaster-recovery drill",
+        ],
+    )
+    .await;
+    assert_eq!(exported["identity"].as_str(), Some(lines[label + 1]));
+    assert_eq!(exported["recipient"].as_str(), Some(age_recipient.as_str()));
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coffer_sdk::{
-    ApiKeyId, Client, ClientOptions, Code, Error, ExposeSecret, NewApiKey, OrgId, RetryPolicy,
-    Role, UserId,
+    ApiKeyId, Client, ClientOptions, Code, CredentialId, Error, ExposeSecret, NewApiKey, OrgId,
+    Purpose, RetryPolicy, Role, SecretSlice, UserId,
 };
 use coffer_testkit::eventually;
 use tokio::net::{TcpListener, TcpStream};
@@ -266,6 +266,159 @@ async fn the_sdk_manages_enrollment_tokens_agents_and_the_crl() {
     assert!(
         text.contains(&enrolled.serial.to_uppercase()),
         "the revoked serial is on the CRL: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_sdk_manages_credentials_reads_the_org_recipient_and_only_owners_export_the_recovery_key()
+ {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let client = owner(&app, &acme).await;
+    let org = acme.org;
+    let vault = client.credentials();
+
+    // Create, get, list.
+    let password = SecretSlice::from(b"correct horse battery staple".to_vec());
+    let created = vault
+        .create(org, "prod/orders-db", Purpose::Database, &password)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            created.org_id,
+            created.name.as_str(),
+            created.purpose,
+            created.version,
+            created.value_bytes,
+            created.kms_key_id.as_str()
+        ),
+        (
+            org,
+            "prod/orders-db",
+            Purpose::Database,
+            1,
+            28,
+            "test-master"
+        )
+    );
+    assert_eq!(
+        created.vault_ref,
+        format!("vault:coffer/{org}/{}", created.credential_id)
+    );
+    let err = vault
+        .create(org, "prod/orders-db", Purpose::Generic, &password)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::AlreadyExists), "{err}");
+    let err = vault
+        .create(org, "Prod DB", Purpose::Generic, &password)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("name"), "{err}");
+    let key = SecretSlice::from(b"-----BEGIN OPENSSH PRIVATE KEY-----\n".to_vec());
+    let ssh = vault
+        .create(org, "prod/bastion", Purpose::Ssh, &key)
+        .await
+        .unwrap();
+    assert_eq!(ssh.purpose, Purpose::Ssh);
+    assert_eq!(
+        vault.get(org, created.credential_id).await.unwrap(),
+        created
+    );
+    let mut listed = vault.list(org).await.unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(listed, vec![ssh.clone(), created.clone()]);
+
+    // Replace: a new version, the same credential.
+    let replaced = vault
+        .replace_value(
+            org,
+            created.credential_id,
+            &SecretSlice::from(b"a new password".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            replaced.credential_id,
+            replaced.version,
+            replaced.value_bytes,
+            replaced.created_at
+        ),
+        (created.credential_id, 2, 14, created.created_at)
+    );
+    assert!(replaced.updated_at >= created.updated_at);
+    assert_eq!(
+        vault.get(org, created.credential_id).await.unwrap(),
+        replaced
+    );
+
+    // Another org's credentials are not found, not forbidden.
+    let other = app.new_org("Other").await;
+    let err = owner(&app, &other)
+        .await
+        .credentials()
+        .get(org, created.credential_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+
+    // Delete, with a reason; then it is gone.
+    vault
+        .delete(org, created.credential_id, "database retired")
+        .await
+        .unwrap();
+    let err = vault.get(org, created.credential_id).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    let err = vault
+        .delete(org, created.credential_id, "again")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    let err = vault.get(org, CredentialId::new()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert_eq!(vault.list(org).await.unwrap(), vec![ssh]);
+
+    // The org key: every member reads the recipient once the key pair is generated.
+    let recipient = eventually("the org key is generated", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move { client.org_keys().recipient(org).await.ok() }
+    })
+    .await;
+    assert_eq!(recipient.org_id, org);
+    assert!(recipient.recipient.starts_with("age1"), "{recipient:?}");
+    let admin = connect(&app, &app.new_api_key(&acme, "admin").await).await;
+    assert_eq!(admin.org_keys().recipient(org).await.unwrap(), recipient);
+
+    // Only owners export the recovery key.
+    let err = admin
+        .org_keys()
+        .export_recovery_key(org, "drill")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
+    let err = client
+        .org_keys()
+        .export_recovery_key(org, " ")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let exported = client
+        .org_keys()
+        .export_recovery_key(org, "disaster-recovery drill")
+        .await
+        .unwrap();
+    assert_eq!(
+        (exported.org_id, exported.recipient.as_str()),
+        (org, recipient.recipient.as_str())
+    );
+    let identity = exported.identity.expose_secret();
+    assert!(identity.starts_with("AGE-SECRET-KEY-1"));
+    assert!(
+        !format!("{exported:?}").contains(&identity[16..]),
+        "Debug redacts the identity"
     );
 }
 
