@@ -555,9 +555,9 @@ impl<'a> Credentials<'a> {
                 Rpc::write("CreateCredential"),
                 request,
                 |channel, request| async move {
-                    let request = request.map(|r| cred_pb::CreateCredentialRequest {
-                        value: value.expose_secret().to_vec(),
-                        ..r
+                    let request = request.map(|mut r| {
+                        r.value = value.expose_secret().to_vec();
+                        r
                     });
                     CredentialServiceClient::new(channel)
                         .create_credential(request)
@@ -586,9 +586,9 @@ impl<'a> Credentials<'a> {
                 Rpc::write("ReplaceCredentialValue"),
                 request,
                 |channel, request| async move {
-                    let request = request.map(|r| cred_pb::ReplaceCredentialValueRequest {
-                        value: value.expose_secret().to_vec(),
-                        ..r
+                    let request = request.map(|mut r| {
+                        r.value = value.expose_secret().to_vec();
+                        r
                     });
                     CredentialServiceClient::new(channel)
                         .replace_credential_value(request)

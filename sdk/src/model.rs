@@ -648,9 +648,9 @@ impl TryFrom<cred_pb::OrgRecipient> for OrgRecipient {
 
 impl TryFrom<cred_pb::RecoveryKey> for RecoveryKey {
     type Error = Error;
-    fn try_from(k: cred_pb::RecoveryKey) -> Result<Self, Error> {
+    fn try_from(mut k: cred_pb::RecoveryKey) -> Result<Self, Error> {
         // Wrapped before anything is checked, so a refused answer still drops it zeroed.
-        let identity = SecretString::from(k.identity);
+        let identity = SecretString::from(std::mem::take(&mut k.identity));
         if identity.expose_secret().is_empty() || k.recipient.is_empty() {
             return Err(Error::protocol(
                 "RecoveryKey.identity and RecoveryKey.recipient are both required",
@@ -659,7 +659,7 @@ impl TryFrom<cred_pb::RecoveryKey> for RecoveryKey {
         Ok(Self {
             org_id: id(&k.org_id, "RecoveryKey.org_id")?,
             identity,
-            recipient: k.recipient,
+            recipient: std::mem::take(&mut k.recipient),
         })
     }
 }

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use coffer_kms::{AwsConfig, AwsKms, EncryptionContext, Error, KeyId, Kms, KmsConfig, Purpose};
+use coffer_testkit::relay::TcpRelay;
 use coffer_types::OrgId;
 use secrecy::ExposeSecret;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// The emulator's URL. Missing means the test was not started by the test stack: fail loudly
 /// rather than pass without having tested anything.
@@ -250,58 +249,17 @@ async fn an_unreachable_kms_is_unavailable_at_boot_quickly() {
     );
 }
 
-/// Forwards TCP connections to `target` until dropped; stands in for a KMS that goes away.
-struct Relay {
-    addr: SocketAddr,
-    tasks: JoinSet<()>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Self { addr, tasks }
-    }
-
-    /// Closes the listener and every relayed connection.
-    async fn stop(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
 #[tokio::test]
 async fn a_kms_that_goes_away_makes_calls_unavailable_quickly() {
     let (key_id, _) = create_master_key(&admin_client().await).await;
-    let endpoint = endpoint();
-    let host_port = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let target = tokio::net::lookup_host(host_port)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .expect("COFFER_TEST_KMS_ENDPOINT is http://<host>:<port>");
-    let relay = Relay::start(target).await;
-    let kms = AwsKms::connect(&fast_failing(&key_id, format!("http://{}", relay.addr)))
+    let relay = TcpRelay::start_for_url(&endpoint()).await;
+    let kms = AwsKms::connect(&fast_failing(&key_id, relay.url()))
         .await
         .unwrap();
     let ctx = ctx(OrgId::new(), Purpose::CredentialDek, "cred-1/v1");
     let data_key = kms.generate_data_key(&ctx).await.unwrap();
 
-    relay.stop().await;
+    relay.cut().await;
     let started = Instant::now();
     let err = kms.decrypt(&data_key.wrapped, &ctx).await.unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");

@@ -77,6 +77,10 @@ pub mod credentials {
         redacted_debug!(UnwrapFileKeyRequest {} secret ticket);
         redacted_debug!(UnwrapFileKeyResponse { job_id, attempt, header_sha256 } secret file_key);
 
+        zeroize_on_drop!(CreateCredentialRequest.value);
+        zeroize_on_drop!(ReplaceCredentialValueRequest.value);
+        zeroize_on_drop!(RecoveryKey.identity);
+        zeroize_on_drop!(ReleasedCredential.value);
         zeroize_on_drop!(UnwrapFileKeyResponse.file_key);
     }
 }

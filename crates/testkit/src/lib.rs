@@ -6,6 +6,7 @@
 //! fail at once with a message saying so, rather than passing without the thing they test.
 
 pub mod idp;
+pub mod relay;
 
 use std::future::Future;
 use std::path::PathBuf;

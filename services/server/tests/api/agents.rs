@@ -613,7 +613,7 @@ async fn p6_an_agent_renews_from_half_its_lifetime_with_a_new_key() {
     .unwrap();
     let td = TrustDomain::new("coffer.local").unwrap();
     let ca = CertificateAuthority::from_wrapped_key(
-        &app.kms(),
+        app.kms().as_ref(),
         CaRole::Org(acme.org),
         &td,
         &der,

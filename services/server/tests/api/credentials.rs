@@ -1,8 +1,11 @@
 //! The credentials service: the vault (values in, never out), envelope encryption bound to
-//! its row, the org age key and its recovery export checked with stock `age`.
+//! its row, the org age key and its recovery export checked with stock `age`, per-job release
+//! and managed restore.
+//!
+//! Every test runs twice, once per KMS provider: `credentials::local::…` with key files, and
+//! `credentials::aws::…` through aws-sdk-kms against the stack's KMS API emulator.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_credentials::Credentials;
@@ -14,7 +17,7 @@ use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 
-use crate::helpers::{Authed, TestApp, TestOrg, spawn_app};
+use crate::helpers::{Authed, Provider, TestApp, TestOrg, spawn_app_on};
 
 async fn vault(app: &TestApp, org: &TestOrg) -> CredentialServiceClient<Authed> {
     CredentialServiceClient::new(app.authed(&org.owner_key).await)
@@ -61,16 +64,13 @@ async fn written(app: &TestApp) -> (i64, i64) {
 /// The application over the test server's own database and KMS key, for the decrypt path no
 /// RPC exposes to users.
 async fn application(app: &TestApp) -> Credentials {
-    Credentials::new(
-        app.db.service(coffer_credentials::SERVICE).await,
-        Arc::new(app.kms()),
-    )
+    Credentials::new(app.db.service(coffer_credentials::SERVICE).await, app.kms())
 }
 
-#[tokio::test]
-async fn p2_the_vault_stores_replaces_lists_and_deletes_and_never_stores_or_returns_a_value_in_plaintext()
- {
-    let app = spawn_app().await;
+async fn p2_the_vault_stores_replaces_lists_and_deletes_and_never_stores_or_returns_a_value_in_plaintext(
+    provider: Provider,
+) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let mut client = vault(&app, &acme).await;
     let secret = b"correct horse battery staple";
@@ -88,7 +88,7 @@ async fn p2_the_vault_stores_replaces_lists_and_deletes_and_never_stores_or_retu
         ),
         (1, secret.len() as u32, "database")
     );
-    assert_eq!(created.kms_key_id, "test-master");
+    assert_eq!(created.kms_key_id, app.kms().current_key_id().as_str());
 
     let replaced = client
         .replace_credential_value(pb::ReplaceCredentialValueRequest {
@@ -185,9 +185,10 @@ async fn p2_the_vault_stores_replaces_lists_and_deletes_and_never_stores_or_retu
     create(&mut client, acme.org, "prod/orders-db", b"again").await;
 }
 
-#[tokio::test]
-async fn p2_a_ciphertext_copied_onto_another_row_or_another_orgs_row_fails_to_decrypt() {
-    let app = spawn_app().await;
+async fn p2_a_ciphertext_copied_onto_another_row_or_another_orgs_row_fails_to_decrypt(
+    provider: Provider,
+) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let other = app.new_org("Other").await;
     let mut acme_vault = vault(&app, &acme).await;
@@ -235,9 +236,8 @@ async fn p2_a_ciphertext_copied_onto_another_row_or_another_orgs_row_fails_to_de
     }
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_by_field_and_stores_nothing() {
-    let app = spawn_app().await;
+async fn bad_input_is_refused_by_field_and_stores_nothing(provider: Provider) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let mut client = vault(&app, &acme).await;
     let existing = create(&mut client, acme.org, "prod/db", b"pw").await;
@@ -282,9 +282,10 @@ async fn bad_input_is_refused_by_field_and_stores_nothing() {
             "a credential named prod/db already exists",
         ),
         (
-            pb::CreateCredentialRequest {
-                org_id: "not-an-org".into(),
-                ..request("x", "database", b"v".to_vec())
+            {
+                let mut r = request("x", "database", b"v".to_vec());
+                r.org_id = "not-an-org".into();
+                r
             },
             Code::InvalidArgument,
             "org_id must be a UUID",
@@ -334,9 +335,8 @@ async fn bad_input_is_refused_by_field_and_stores_nothing() {
     assert_eq!(written(&app).await, before, "nothing was stored");
 }
 
-#[tokio::test]
-async fn a_viewer_cannot_read_credentials_and_an_operator_cannot_change_them() {
-    let app = spawn_app().await;
+async fn a_viewer_cannot_read_credentials_and_an_operator_cannot_change_them(provider: Provider) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let viewer = app.new_api_key(&acme, "viewer").await;
     let operator = app.new_api_key(&acme, "operator").await;
@@ -411,10 +411,10 @@ async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-#[tokio::test]
-async fn p7_a_file_encrypted_to_the_org_recipient_by_stock_age_decrypts_with_the_exported_recovery_key()
- {
-    let app = spawn_app().await;
+async fn p7_a_file_encrypted_to_the_org_recipient_by_stock_age_decrypts_with_the_exported_recovery_key(
+    provider: Provider,
+) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let key = recipient(&app, &acme).await;
     assert!(key.recipient.starts_with("age1"), "{key:?}");
@@ -501,9 +501,8 @@ async fn p7_a_file_encrypted_to_the_org_recipient_by_stock_age_decrypts_with_the
     assert!(!String::from_utf8_lossy(&stored).contains("AGE-SECRET-KEY"));
 }
 
-#[tokio::test]
-async fn the_platform_org_gets_no_age_key_and_each_customer_org_exactly_one() {
-    let app = spawn_app().await;
+async fn the_platform_org_gets_no_age_key_and_each_customer_org_exactly_one(provider: Provider) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     recipient(&app, &acme).await;
     let su = app.db.superuser().await;
@@ -536,9 +535,8 @@ async fn the_platform_org_gets_no_age_key_and_each_customer_org_exactly_one() {
     assert_eq!(keys, vec![*acme.org.as_uuid()]);
 }
 
-#[tokio::test]
-async fn rebuilding_the_credentials_projections_yields_identical_tables() {
-    let app = spawn_app().await;
+async fn rebuilding_the_credentials_projections_yields_identical_tables(provider: Provider) {
+    let app = spawn_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     recipient(&app, &acme).await;
     let mut client = vault(&app, &acme).await;
@@ -608,14 +606,14 @@ async fn enrolled_agent(
     )
 }
 
-#[tokio::test]
-async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_after_the_release_is_recorded()
- {
+async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_after_the_release_is_recorded(
+    provider: Provider,
+) {
     use coffer_auth::ticket::JobTicket;
     use coffer_auth::token::Signer;
     use std::time::SystemTime;
 
-    let app = crate::helpers::spawn_tls_app().await;
+    let app = crate::helpers::spawn_tls_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let other = app.new_org("Other").await;
     let mut acme_vault = vault(&app, &acme).await;
@@ -807,15 +805,15 @@ fn open_payload(file_key: &[u8], payload: &[u8]) -> Vec<u8> {
         .expect("the payload opens with the unwrapped file key")
 }
 
-#[tokio::test]
-async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once_per_attempt_after_recording_it()
- {
+async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once_per_attempt_after_recording_it(
+    provider: Provider,
+) {
     use coffer_auth::ticket::JobTicket;
     use coffer_auth::token::Signer;
     use sha2::{Digest, Sha256};
     use std::time::SystemTime;
 
-    let app = crate::helpers::spawn_tls_app().await;
+    let app = crate::helpers::spawn_tls_app_on(provider).await;
     let acme = app.new_org("Acme").await;
     let other = app.new_org("Other").await;
     let (agent_id, mut agent) = enrolled_agent(&app, &acme).await;
@@ -969,3 +967,37 @@ async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once
         .await
         .unwrap();
 }
+
+/// Runs each listed test once with the local provider and once with the AWS provider.
+macro_rules! on_every_provider {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    Box::pin(super::$test(crate::helpers::Provider::Local)).await
+                }
+            )*
+        }
+        mod aws {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    Box::pin(super::$test(crate::helpers::Provider::Aws)).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_provider!(
+    p2_the_vault_stores_replaces_lists_and_deletes_and_never_stores_or_returns_a_value_in_plaintext,
+    p2_a_ciphertext_copied_onto_another_row_or_another_orgs_row_fails_to_decrypt,
+    bad_input_is_refused_by_field_and_stores_nothing,
+    a_viewer_cannot_read_credentials_and_an_operator_cannot_change_them,
+    p7_a_file_encrypted_to_the_org_recipient_by_stock_age_decrypts_with_the_exported_recovery_key,
+    the_platform_org_gets_no_age_key_and_each_customer_org_exactly_one,
+    rebuilding_the_credentials_projections_yields_identical_tables,
+    p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_after_the_release_is_recorded,
+    p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once_per_attempt_after_recording_it,
+);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coffer_db::DbConfig;
 use coffer_eventstore::{BusConfig, RelayConfig};
-use coffer_kms::{KeyId, KmsConfig, LocalConfig, LocalKms};
+use coffer_kms::{AwsConfig, KeyId, Kms, KmsConfig, LocalConfig, LocalKms};
 use coffer_proto::enrollment::v1::{
     CreateApiKeyRequest, CreateOrgRequest, ExchangeRequest,
     api_key_service_client::ApiKeyServiceClient, org_service_client::OrgServiceClient,
@@ -33,6 +33,8 @@ pub struct TestApp {
     pub platform_key: String,
     /// The server's certificate (PEM) when it speaks TLS.
     pub tls_ca: Option<String>,
+    /// The KMS client the app wraps keys with.
+    kms: Arc<dyn Kms>,
     _kms_dir: tempfile::TempDir,
     _tls_dir: Option<tempfile::TempDir>,
     _stop: oneshot::Sender<()>,
@@ -109,8 +111,8 @@ impl TestApp {
     }
 
     /// The KMS the app wraps keys with (for tests that inspect or mint with its CAs).
-    pub fn kms(&self) -> LocalKms {
-        LocalKms::open(self._kms_dir.path(), &KeyId::new("test-master")).unwrap()
+    pub fn kms(&self) -> Arc<dyn Kms> {
+        self.kms.clone()
     }
 
     /// Exchanges `api_key` for an access token.
@@ -210,24 +212,87 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
     }
 }
 
+/// Which KMS provider a test app wraps keys with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// Key files in a temporary directory.
+    Local,
+    /// aws-sdk-kms against the stack's KMS API emulator (moto), under a fresh master key.
+    Aws,
+}
+
+impl Provider {
+    /// A fresh master key of this provider; `kms_dir` holds the local provider's files.
+    pub async fn master_key(self, kms_dir: &std::path::Path) -> KmsConfig {
+        match self {
+            Provider::Local => {
+                let key_id = KeyId::new("test-master");
+                LocalKms::create_key(kms_dir, &key_id).unwrap();
+                KmsConfig::Local(LocalConfig {
+                    key_dir: kms_dir.to_path_buf(),
+                    key_id,
+                })
+            }
+            Provider::Aws => {
+                let key_id = create_aws_master_key().await;
+                KmsConfig::Aws(AwsConfig {
+                    endpoint: Some(coffer_testkit::kms_endpoint()),
+                    ..AwsConfig::new(key_id)
+                })
+            }
+        }
+    }
+}
+
+/// Creates a symmetric master key in the KMS API emulator with a plain SDK client (test setup;
+/// the code under test goes through `coffer_kms`). Returns its key id.
+pub async fn create_aws_master_key() -> String {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(coffer_testkit::kms_endpoint())
+        .load()
+        .await;
+    aws_sdk_kms::Client::new(&sdk)
+        .create_key()
+        .description("coffer server test master key")
+        .send()
+        .await
+        .expect("create a master key in the KMS API emulator")
+        .key_metadata()
+        .expect("CreateKey returns metadata")
+        .key_id()
+        .to_owned()
+}
+
 pub async fn spawn_app() -> TestApp {
     Box::pin(spawn_app_with(|_| {})).await
 }
 
+/// `spawn_app` wrapping keys with `provider`.
+pub async fn spawn_app_on(provider: Provider) -> TestApp {
+    Box::pin(spawn(provider, |_| {})).await
+}
+
 /// `spawn_app`, with `configure` adjusting the server's config before it boots.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    Box::pin(spawn(Provider::Local, configure)).await
+}
+
+/// `spawn_app` wrapping keys with `provider`, with `configure` adjusting the server's config
+/// (its KMS settings included) before it boots.
+pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> TestApp {
     coffer_testkit::telemetry();
     let db = TestDb::migrated(coffer_server::SCHEMAS).await;
     let (_client, js, bus) = coffer_testkit::bus().await;
     let kms_dir = tempfile::tempdir().unwrap();
-    let key_id = KeyId::new("test-master");
-    LocalKms::create_key(kms_dir.path(), &key_id).unwrap();
-    let kms = Arc::new(LocalKms::open(kms_dir.path(), &key_id).unwrap());
     let mut config = config(&db.config, &bus, kms_dir.path());
+    config.kms = Some(provider.master_key(kms_dir.path()).await);
     configure(&mut config);
+    let kms = coffer_kms::from_config(config.kms.as_ref().expect("a KMS"))
+        .await
+        .expect("the test KMS");
     let created = Box::pin(coffer_enrollment::app::init_platform(
         db.service(coffer_enrollment::SERVICE).await,
-        kms,
+        kms.clone(),
         config.pki.settings().unwrap(),
         "root@platform.test",
     ))
@@ -252,6 +317,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         js,
         platform_key,
         tls_ca: cert_file.map(|f| std::fs::read_to_string(f).unwrap()),
+        kms,
         _kms_dir: kms_dir,
         _tls_dir: None,
         _stop: stop,
@@ -260,13 +326,18 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 
 /// `spawn_app` serving TLS with a generated development certificate.
 pub async fn spawn_tls_app() -> TestApp {
+    Box::pin(spawn_tls_app_on(Provider::Local)).await
+}
+
+/// `spawn_tls_app` wrapping keys with `provider`.
+pub async fn spawn_tls_app_on(provider: Provider) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let tls = TlsConfig {
         cert_file: dir.path().join("server.pem"),
         key_file: dir.path().join("server.key"),
         generate_dev_certificate: true,
     };
-    let mut app = Box::pin(spawn_app_with(|config| config.grpc.tls = Some(tls))).await;
+    let mut app = Box::pin(spawn(provider, |config| config.grpc.tls = Some(tls))).await;
     app._tls_dir = Some(dir);
     app
 }
