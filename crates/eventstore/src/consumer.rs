@@ -28,13 +28,16 @@ pub struct ConsumerConfig {
     pub ack_wait: Duration,
     /// First redelivery delay after a transient failure; doubles per attempt.
     pub retry_delay: Duration,
+    /// The longest redelivery delay: doubling stops here.
+    pub max_retry_delay: Duration,
     /// Messages handled concurrently. Events of one aggregate always share a lane, so they
     /// are handled in stream order; different aggregates proceed in parallel.
     pub lanes: usize,
 }
 
 impl ConsumerConfig {
-    /// Defaults: 5 deliveries, 30 s ack wait, 1 s first retry delay.
+    /// Defaults: 5 deliveries, 30 s ack wait, 1 s first retry delay, at most 60 s between
+    /// retries.
     pub fn new(name: impl Into<String>, filter_subjects: Vec<String>) -> Self {
         Self {
             name: name.into(),
@@ -42,6 +45,7 @@ impl ConsumerConfig {
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
+            max_retry_delay: Duration::from_secs(60),
             lanes: 8,
         }
     }
@@ -260,8 +264,9 @@ impl Consumer {
         match outcome {
             Outcome::Done | Outcome::AlreadyProcessed => msg.ack().await.map_err(Error::nats),
             Outcome::Retry(reason) if delivered < self.config.max_deliver => {
-                let delay = self.config.retry_delay
-                    * 2u32.saturating_pow((delivered - 1).clamp(0, 10) as u32);
+                let delay = (self.config.retry_delay
+                    * 2u32.saturating_pow((delivered - 1).clamp(0, 10) as u32))
+                .min(self.config.max_retry_delay);
                 tracing::warn!(%reason, ?delay, "handler failed; will redeliver");
                 msg.ack_with(AckKind::Nak(Some(delay)))
                     .await

@@ -5,6 +5,7 @@
 //! replays are harmless; a KMS outage is transient and the event is retried until KMS returns.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use coffer_db::TenantTx;
 use coffer_eventstore::{BusConfig, ConsumerConfig, Delivery, Handler, HandlerError};
@@ -20,9 +21,15 @@ pub const ORG_KEYS: &str = "credentials-org-keys";
 const ENROLLMENT: &str = "enrollment";
 const ORG_CREATED: &str = "OrgCreated";
 
-/// The consumer's subscription.
+/// The consumer's subscription. An org without its key cannot be backed up, so a KMS outage
+/// is waited out rather than dead-lettered after the default five deliveries: retries every
+/// 30 s at most, for days.
 pub fn org_keys_config(bus: &BusConfig) -> ConsumerConfig {
-    ConsumerConfig::new(ORG_KEYS, vec![bus.event_filter(ENROLLMENT, ORG_CREATED)])
+    ConsumerConfig {
+        max_deliver: 10_000,
+        max_retry_delay: Duration::from_secs(30),
+        ..ConsumerConfig::new(ORG_KEYS, vec![bus.event_filter(ENROLLMENT, ORG_CREATED)])
+    }
 }
 
 /// Its handler.

@@ -968,6 +968,209 @@ async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once
         .unwrap();
 }
 
+/// Counts events of `event_type` in the credentials service.
+async fn events_of(app: &TestApp, event_type: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM coffer_credentials.events WHERE event_type = $1")
+        .bind(event_type)
+        .fetch_one(&app.db.superuser().await)
+        .await
+        .unwrap()
+}
+
+/// KMS unavailability is a property of a KMS over the network, so this test is the AWS
+/// provider's only: a relay in front of the emulator takes it away and brings it back with its
+/// keys intact.
+#[tokio::test]
+async fn with_kms_unavailable_every_rpc_fails_unavailable_stores_nothing_and_recovers_on_its_own() {
+    use coffer_auth::ticket::JobTicket;
+    use coffer_auth::token::Signer;
+    use coffer_testkit::relay::TcpRelay;
+    use std::time::SystemTime;
+
+    let relay = TcpRelay::start_for_url(&coffer_testkit::kms_endpoint()).await;
+    let key_id = crate::helpers::create_aws_master_key().await;
+    let kms = coffer_kms::KmsConfig::Aws(coffer_kms::AwsConfig {
+        endpoint: Some(relay.url()),
+        max_attempts: 2,
+        connect_timeout: Duration::from_millis(500),
+        attempt_timeout: Duration::from_secs(2),
+        ..coffer_kms::AwsConfig::new(key_id)
+    });
+    let app =
+        crate::helpers::spawn_tls_app_with(Provider::Aws, |config| config.kms = Some(kms)).await;
+    let acme = app.new_org("Acme").await;
+    let acme_recipient = recipient(&app, &acme).await.recipient;
+    let mut client = vault(&app, &acme).await;
+    let db = create(&mut client, acme.org, "prod/db", b"db password").await;
+    let (agent_id, mut agent) = enrolled_agent(&app, &acme).await;
+    let scheduling = Signer::from_seed(&[12; 32]).unwrap();
+    app.publish_ticket_key(&scheduling).await;
+    let backup = run("age", &["-r", &acme_recipient], b"a dump").await;
+    let (header, _) = split_age(&backup);
+    let header_digest = {
+        use sha2::{Digest, Sha256};
+        format!("{:x}", Sha256::digest(header))
+    };
+    let ticket = JobTicket::new(
+        uuid::Uuid::now_v7(),
+        1,
+        agent_id.parse().unwrap(),
+        acme.org,
+        vec![db.vault_ref.clone()],
+        SystemTime::now(),
+        Duration::from_secs(300),
+    )
+    .with_file_key_headers(vec![header_digest]);
+    let ticket = scheduling.issue_ticket(&ticket).unwrap();
+    let release = || pb::ReleaseCredentialsRequest {
+        ticket: ticket.clone(),
+    };
+    let unwrap_key = || pb::UnwrapFileKeyRequest {
+        ticket: ticket.clone(),
+        header: header.to_vec(),
+    };
+    // The ticket key is followed before KMS goes away.
+    coffer_testkit::eventually(
+        "the ticket key is followed",
+        Duration::from_secs(10),
+        || {
+            let mut agent = agent.clone();
+            async move {
+                let status = agent
+                    .release_credentials(pb::ReleaseCredentialsRequest {
+                        ticket: "x.y.z".into(),
+                    })
+                    .await
+                    .unwrap_err();
+                (status.code() == Code::PermissionDenied).then_some(())
+            }
+        },
+    )
+    .await;
+    let before = written(&app).await;
+
+    relay.cut().await;
+    let unavailable = "kms is unavailable; nothing was stored or released";
+    let status = client
+        .create_credential(pb::CreateCredentialRequest {
+            org_id: acme.org.to_string(),
+            name: "prod/bucket".into(),
+            purpose: "storage".into(),
+            value: b"outage canary 7f3a".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, unavailable)
+    );
+    let status = client
+        .replace_credential_value(pb::ReplaceCredentialValueRequest {
+            org_id: acme.org.to_string(),
+            credential_id: db.credential_id.clone(),
+            value: b"outage canary 7f3a".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, unavailable)
+    );
+    let status = agent.release_credentials(release()).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, unavailable)
+    );
+    let status = agent.unwrap_file_key(unwrap_key()).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, unavailable)
+    );
+    let status = org_keys(&app, &acme.owner_key)
+        .await
+        .export_recovery_key(pb::ExportRecoveryKeyRequest {
+            org_id: acme.org.to_string(),
+            reason: "drill".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unavailable, unavailable)
+    );
+    // Creating an org needs KMS too (its CA key), so no org is created during the outage.
+    // What the consumer would see if KMS went away between enrollment's commit and the key's
+    // generation: an `OrgCreated` envelope, published here as enrollment's relay publishes it
+    // (the consumer reads only the envelope). The key is generated once KMS is back, without
+    // anyone asking again.
+    let beta = OrgId::new();
+    let org_created = coffer_eventstore::RecordedEvent {
+        event_id: coffer_types::EventId::new(),
+        org_id: beta,
+        service: "enrollment".into(),
+        aggregate_type: "Org".into(),
+        aggregate_id: coffer_types::AggregateId::from(*beta.as_uuid()),
+        version: 1,
+        event_type: "OrgCreated".into(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        actor: coffer_types::Actor::service("test"),
+        trace_context: Default::default(),
+        payload: Vec::new(),
+    };
+    app.js
+        .publish(
+            app.bus.subject(beta, "enrollment", "OrgCreated"),
+            org_created.encode_envelope().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let beta_keys = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM coffer_credentials.org_key_secrets WHERE org_id = $1",
+        )
+        .bind(beta.as_uuid())
+        .fetch_one(&app.db.superuser().await)
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(beta_keys().await, 0);
+    assert_eq!(written(&app).await, before, "nothing was stored");
+    assert_eq!(events_of(&app, "OrgKeyGenerated").await, 1, "Acme's only");
+    let su = app.db.superuser().await;
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM coffer_credentials.credential_secrets
+                 WHERE position('outage canary 7f3a'::bytea IN ciphertext) > 0)
+              + (SELECT count(*) FROM coffer_credentials.events
+                 WHERE position('outage canary 7f3a'::bytea IN payload) > 0)",
+    )
+    .fetch_one(&su)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0);
+
+    relay.restore();
+    coffer_testkit::eventually(
+        "the org key is generated after the outage",
+        Duration::from_secs(30),
+        || async { (beta_keys().await == 1).then_some(()) },
+    )
+    .await;
+    let released = agent
+        .release_credentials(release())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.credentials[0].value, b"db password");
+    agent.unwrap_file_key(unwrap_key()).await.unwrap();
+    create(&mut client, acme.org, "prod/bucket", b"s3 secret").await;
+    assert_eq!(events_of(&app, "CredentialsReleased").await, 1);
+    assert_eq!(events_of(&app, "FileKeyUnwrapped").await, 1);
+}
+
 /// Runs each listed test once with the local provider and once with the AWS provider.
 macro_rules! on_every_provider {
     ($($test:ident),* $(,)?) => {

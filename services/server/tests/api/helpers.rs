@@ -331,13 +331,25 @@ pub async fn spawn_tls_app() -> TestApp {
 
 /// `spawn_tls_app` wrapping keys with `provider`.
 pub async fn spawn_tls_app_on(provider: Provider) -> TestApp {
+    Box::pin(spawn_tls_app_with(provider, |_| {})).await
+}
+
+/// `spawn_tls_app` wrapping keys with `provider`, with `configure` adjusting the config.
+pub async fn spawn_tls_app_with(
+    provider: Provider,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let tls = TlsConfig {
         cert_file: dir.path().join("server.pem"),
         key_file: dir.path().join("server.key"),
         generate_dev_certificate: true,
     };
-    let mut app = Box::pin(spawn(provider, |config| config.grpc.tls = Some(tls))).await;
+    let mut app = Box::pin(spawn(provider, |config| {
+        config.grpc.tls = Some(tls);
+        configure(config);
+    }))
+    .await;
     app._tls_dir = Some(dir);
     app
 }
