@@ -74,6 +74,8 @@ permissions! {
     /// Read the org's public age recipient, which every backup is encrypted to. Held by every
     /// role and by agents.
     OrgKeyRead => "org_key.read",
+    /// Rotate the KMS master key and read key coverage. Meaningful in the platform org only.
+    MasterKeyManage => "master_key.manage",
     /// List databases under backup.
     DatabaseRead => "database.read",
     /// Add, change and remove databases.
@@ -173,7 +175,8 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::CredentialManage
         | Permission::DatabaseManage
         | Permission::DestinationManage
-        | Permission::ScheduleManage => ADMINS,
+        | Permission::ScheduleManage
+        | Permission::MasterKeyManage => ADMINS,
         Permission::RecoveryKeyExport => OWNERS,
         Permission::AgentRenew | Permission::CredentialRelease | Permission::FileKeyUnwrap => {
             NOBODY
@@ -275,6 +278,7 @@ recovery_key.export      x . . . .
 credential.release       . . . . .
 file_key.unwrap          . . . . .
 org_key.read             x x x x x
+master_key.manage        x x . . .
 database.read            x x x x x
 database.manage          x x . . .
 destination.read         x x x x x

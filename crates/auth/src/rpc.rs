@@ -32,6 +32,18 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         Permission::FileKeyUnwrap,
     ),
     (
+        "/coffer.credentials.v1.MasterKeyService/RotateMasterKey",
+        Permission::MasterKeyManage,
+    ),
+    (
+        "/coffer.credentials.v1.MasterKeyService/GetMasterKeyRotation",
+        Permission::MasterKeyManage,
+    ),
+    (
+        "/coffer.credentials.v1.MasterKeyService/GetKeyCoverage",
+        Permission::MasterKeyManage,
+    ),
+    (
         "/coffer.credentials.v1.OrgKeyService/GetOrgRecipient",
         Permission::OrgKeyRead,
     ),

@@ -296,6 +296,7 @@ impl Server {
                 ..AuthConfig::default()
             },
             pki: PkiConfig::default(),
+            credentials: Default::default(),
         };
         config.validate().context("validate the server config")?;
         let pki = config.pki.settings().context("pki settings")?;

@@ -235,6 +235,10 @@ pub struct Credentials {
     pub(crate) kms: Arc<dyn Kms>,
     /// Job-ticket keys as scheduling published them; without them no ticket verifies.
     pub(crate) tickets: Option<Arc<PublishedKeys>>,
+    /// Held while this process runs a master-key rotation.
+    pub(crate) rotation_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the rotation worker when a rotation starts.
+    pub(crate) rotation_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The aggregate id of a credential: its credential id.
@@ -254,6 +258,8 @@ impl Credentials {
             store: EventStore::new(db, projections()),
             kms,
             tickets: None,
+            rotation_lock: Arc::default(),
+            rotation_wake: Arc::default(),
         }
     }
 
@@ -263,7 +269,7 @@ impl Credentials {
         self
     }
 
-    async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
+    pub(crate) async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
         Ok(self.store.db().begin_tenant(org).await?)
     }
 

@@ -8,6 +8,7 @@ use prost::Message;
 use crate::domain::credential::{CredentialEvent, Purpose, ValueVersion};
 use crate::domain::org_key::OrgKeyEvent;
 use crate::domain::release::{JobReleaseEvent, Released};
+use crate::domain::rotation::RotationEvent;
 
 fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
     DecodeError::malformed(event_type, what)
@@ -195,6 +196,84 @@ impl DomainEvent for JobReleaseEvent {
     }
 }
 
+impl DomainEvent for RotationEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            RotationEvent::MasterKeyRotationStarted { .. } => "MasterKeyRotationStarted",
+            RotationEvent::MasterKeyRotationProgressed { .. } => "MasterKeyRotationProgressed",
+            RotationEvent::MasterKeyRotationCompleted { .. } => "MasterKeyRotationCompleted",
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            RotationEvent::MasterKeyRotationStarted {
+                number,
+                to_key_id,
+                reason,
+                pending,
+            } => pb::MasterKeyRotationStarted {
+                number: *number,
+                to_key_id: to_key_id.clone(),
+                reason: reason.clone(),
+                pending: *pending,
+            }
+            .encode_to_vec(),
+            RotationEvent::MasterKeyRotationProgressed {
+                number,
+                rewrapped,
+                remaining,
+            } => pb::MasterKeyRotationProgressed {
+                number: *number,
+                rewrapped: *rewrapped,
+                remaining: *remaining,
+            }
+            .encode_to_vec(),
+            RotationEvent::MasterKeyRotationCompleted { number, rewrapped } => {
+                pb::MasterKeyRotationCompleted {
+                    number: *number,
+                    rewrapped: *rewrapped,
+                }
+                .encode_to_vec()
+            }
+        }
+    }
+
+    fn decode(t: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        DecodeError::require_v1(t, schema_version)?;
+        match t {
+            "MasterKeyRotationStarted" => {
+                let m = pb::MasterKeyRotationStarted::decode(payload).map_err(|e| bad(t, e))?;
+                if m.to_key_id.is_empty() {
+                    return Err(bad(t, "to_key_id is empty"));
+                }
+                Ok(RotationEvent::MasterKeyRotationStarted {
+                    number: m.number,
+                    to_key_id: m.to_key_id,
+                    reason: m.reason,
+                    pending: m.pending,
+                })
+            }
+            "MasterKeyRotationProgressed" => {
+                let m = pb::MasterKeyRotationProgressed::decode(payload).map_err(|e| bad(t, e))?;
+                Ok(RotationEvent::MasterKeyRotationProgressed {
+                    number: m.number,
+                    rewrapped: m.rewrapped,
+                    remaining: m.remaining,
+                })
+            }
+            "MasterKeyRotationCompleted" => {
+                let m = pb::MasterKeyRotationCompleted::decode(payload).map_err(|e| bad(t, e))?;
+                Ok(RotationEvent::MasterKeyRotationCompleted {
+                    number: m.number,
+                    rewrapped: m.rewrapped,
+                })
+            }
+            other => Err(DecodeError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +318,21 @@ mod tests {
             attempt: 1,
             agent_id: coffer_types::AgentId::new(),
             header_sha256: "ab".repeat(32),
+        });
+        round_trip(RotationEvent::MasterKeyRotationStarted {
+            number: 1,
+            to_key_id: "master-2".into(),
+            reason: "yearly".into(),
+            pending: 12,
+        });
+        round_trip(RotationEvent::MasterKeyRotationProgressed {
+            number: 1,
+            rewrapped: 10,
+            remaining: 2,
+        });
+        round_trip(RotationEvent::MasterKeyRotationCompleted {
+            number: 1,
+            rewrapped: 12,
         });
     }
 

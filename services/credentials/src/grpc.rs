@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::app::{Credentials, Error, RecoveryKey, ReleasedValue};
 use crate::domain::credential::Purpose;
 use crate::file_key;
+use crate::rotation::RotationStatus;
 use crate::store::{CredentialView, OrgKeyView};
 use crate::vault_ref::VaultRef;
 
@@ -244,6 +245,70 @@ impl pb::release_service_server::ReleaseService for CredentialsGrpc {
             header_sha256: unwrapped.header_sha256.clone(),
             file_key: unwrapped.file_key.expose_secret().to_vec(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::master_key_service_server::MasterKeyService for CredentialsGrpc {
+    async fn rotate_master_key(
+        &self,
+        request: Request<pb::RotateMasterKeyRequest>,
+    ) -> Result<Response<pb::MasterKeyRotation>, Status> {
+        let actor = authorize(&request, OrgId::PLATFORM)?.actor();
+        let r = request.get_ref();
+        let new_key_id = text(&r.new_key_id, "new_key_id")?;
+        let reason = text(&r.reason, "reason")?;
+        let status = self.app.start_rotation(&actor, new_key_id, reason).await?;
+        Ok(Response::new(rotation(status)))
+    }
+
+    async fn get_master_key_rotation(
+        &self,
+        request: Request<pb::GetMasterKeyRotationRequest>,
+    ) -> Result<Response<pb::MasterKeyRotation>, Status> {
+        authorize(&request, OrgId::PLATFORM)?;
+        Ok(Response::new(rotation(self.app.rotation_status().await?)))
+    }
+
+    async fn get_key_coverage(
+        &self,
+        request: Request<pb::GetKeyCoverageRequest>,
+    ) -> Result<Response<pb::KeyCoverage>, Status> {
+        authorize(&request, OrgId::PLATFORM)?;
+        let coverage = self.app.key_coverage().await?;
+        Ok(Response::new(pb::KeyCoverage {
+            current_key_id: coverage.current_key_id,
+            entries: coverage
+                .entries
+                .into_iter()
+                .map(|(purpose, kms_key_id, wrapped_keys)| pb::KeyCoverageEntry {
+                    purpose,
+                    kms_key_id,
+                    wrapped_keys,
+                })
+                .collect(),
+        }))
+    }
+}
+
+fn rotation(status: RotationStatus) -> pb::MasterKeyRotation {
+    let current_key_id = status.current_key_id;
+    match status.latest {
+        None => pb::MasterKeyRotation {
+            state: "none".into(),
+            current_key_id,
+            ..Default::default()
+        },
+        Some(r) => pb::MasterKeyRotation {
+            state: if r.completed { "completed" } else { "running" }.into(),
+            number: r.number,
+            to_key_id: r.to_key_id,
+            reason: r.reason,
+            pending_at_start: r.pending_at_start,
+            rewrapped: r.rewrapped,
+            remaining: r.remaining,
+            current_key_id,
+        },
     }
 }
 

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod envelope;
 pub mod file_key;
 pub mod grpc;
+pub mod rotation;
 pub mod store;
 pub mod vault_ref;
 

@@ -344,3 +344,132 @@ pub(crate) async fn org_key_secret(
     })
     .transpose()
 }
+
+/// One wrapped key a rotation still has to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PendingKey {
+    /// A credential version's data key.
+    CredentialDek {
+        org: OrgId,
+        credential: uuid::Uuid,
+        version: u32,
+    },
+    /// An org's age private key.
+    OrgAgeKey { org: OrgId },
+}
+
+impl PendingKey {
+    pub(crate) fn org(&self) -> OrgId {
+        match *self {
+            PendingKey::CredentialDek { org, .. } | PendingKey::OrgAgeKey { org } => org,
+        }
+    }
+}
+
+/// Up to `max` credential data keys and up to `max` org keys not wrapped under `target`, across
+/// every org (`rotation_pending`, which returns identifiers only).
+pub(crate) async fn rotation_pending(
+    conn: &mut PgConnection,
+    target: &str,
+    max: u32,
+) -> Result<Vec<PendingKey>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT purpose, org_id, credential_id, version FROM rotation_pending($1, $2)")
+            .bind(target)
+            .bind(i32::try_from(max).unwrap_or(i32::MAX))
+            .fetch_all(conn)
+            .await?;
+    rows.iter()
+        .map(|row| {
+            let org = OrgId::from_uuid(row.try_get::<uuid::Uuid, _>("org_id")?);
+            match row.try_get::<&str, _>("purpose")? {
+                "credential_dek" => Ok(PendingKey::CredentialDek {
+                    org,
+                    credential: row.try_get("credential_id")?,
+                    version: u32::try_from(row.try_get::<i32, _>("version")?)
+                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
+                }),
+                _ => Ok(PendingKey::OrgAgeKey { org }),
+            }
+        })
+        .collect()
+}
+
+/// Wrapped keys per master key: `(purpose, kms_key_id, count)`, across every org.
+pub(crate) async fn key_coverage(
+    conn: &mut PgConnection,
+) -> Result<Vec<(String, String, u64)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT purpose, kms_key_id, wrapped_keys FROM key_coverage()")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("purpose")?,
+                row.try_get("kms_key_id")?,
+                u64::try_from(row.try_get::<i64, _>("wrapped_keys")?).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+/// A pending key's wrapping, read in its org's transaction; `None` if it is gone (deleted).
+pub(crate) async fn wrapped_key(
+    conn: &mut PgConnection,
+    key: PendingKey,
+) -> Result<Option<WrappedKey>, sqlx::Error> {
+    match key {
+        PendingKey::CredentialDek {
+            credential,
+            version,
+            ..
+        } => Ok(value(conn, credential, version)
+            .await?
+            .map(|stored| stored.wrapped_dek)),
+        PendingKey::OrgAgeKey { .. } => org_key_secret(conn).await,
+    }
+}
+
+/// Replaces a key's wrapping if it is still `old` (compare-and-set, so two workers never undo
+/// each other). Touches only the wrapping columns, the only ones the role may update: the
+/// credential ciphertext stays byte for byte. Returns whether this call moved it.
+pub(crate) async fn rewrap(
+    conn: &mut PgConnection,
+    key: PendingKey,
+    old: &WrappedKey,
+    new: &WrappedKey,
+) -> Result<bool, sqlx::Error> {
+    let result = match key {
+        PendingKey::CredentialDek {
+            credential,
+            version,
+            ..
+        } => {
+            sqlx::query(
+                "UPDATE credential_secrets SET kms_key_id = $3, wrapped_dek = $4 \
+                 WHERE credential_id = $1 AND version = $2 AND kms_key_id = $5 AND wrapped_dek = $6",
+            )
+            .bind(credential)
+            .bind(i32::try_from(version).unwrap_or(i32::MAX))
+            .bind(new.key_id.as_str())
+            .bind(&new.ciphertext)
+            .bind(old.key_id.as_str())
+            .bind(&old.ciphertext)
+            .execute(conn)
+            .await?
+        }
+        PendingKey::OrgAgeKey { .. } => {
+            sqlx::query(
+                "UPDATE org_key_secrets SET kms_key_id = $1, wrapped_identity = $2 \
+                 WHERE kms_key_id = $3 AND wrapped_identity = $4",
+            )
+            .bind(new.key_id.as_str())
+            .bind(&new.ciphertext)
+            .bind(old.key_id.as_str())
+            .bind(&old.ciphertext)
+            .execute(conn)
+            .await?
+        }
+    };
+    Ok(result.rows_affected() == 1)
+}

@@ -41,6 +41,19 @@ pub struct Config {
     /// Agent certificates.
     #[serde(default)]
     pub pki: PkiConfig,
+    /// The credentials service.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+}
+
+/// `[credentials]`: the credentials service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// `[credentials.rotation]`: how the master-key rotation worker paces itself
+    /// (`batch_size`, default 100; `batch_pause`, default none).
+    #[serde(default)]
+    pub rotation: coffer_credentials::rotation::RotationSettings,
 }
 
 /// `[pki]`: the agent CA hierarchy.

@@ -9,7 +9,8 @@ use coffer_db::Database;
 use coffer_eventstore::{Consumer, Relay};
 use coffer_proto::credentials::v1::{
     credential_service_server::CredentialServiceServer,
-    org_key_service_server::OrgKeyServiceServer, release_service_server::ReleaseServiceServer,
+    master_key_service_server::MasterKeyServiceServer, org_key_service_server::OrgKeyServiceServer,
+    release_service_server::ReleaseServiceServer,
 };
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use tokio::sync::watch;
@@ -343,10 +344,29 @@ impl Application {
             health
                 .set_serving::<ReleaseServiceServer<CredentialsGrpc>>()
                 .await;
+            health
+                .set_serving::<MasterKeyServiceServer<CredentialsGrpc>>()
+                .await;
+            // Resumes a rotation a previous process left running, and runs the ones started
+            // through the API.
+            let rotation = coffer_credentials::rotation::worker(
+                app.clone(),
+                config.credentials.rotation,
+                std::time::Duration::from_secs(5),
+            );
+            background.push(Box::new(move |rx| {
+                Box::pin(async move {
+                    tokio::select! {
+                        () = rotation => {}
+                        () = stopped(rx) => {}
+                    }
+                })
+            }));
             let grpc = CredentialsGrpc::new(app);
             router = router
                 .add_service(CredentialServiceServer::new(grpc.clone()))
                 .add_service(OrgKeyServiceServer::new(grpc.clone()))
+                .add_service(MasterKeyServiceServer::new(grpc.clone()))
                 .add_service(ReleaseServiceServer::new(grpc));
         }
 

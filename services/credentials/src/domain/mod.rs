@@ -4,6 +4,7 @@
 pub mod credential;
 pub mod org_key;
 pub mod release;
+pub mod rotation;
 
 pub use coffer_types::FieldError;
 pub(crate) use coffer_types::clean_name;

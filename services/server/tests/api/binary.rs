@@ -258,3 +258,227 @@ async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary
     assert!(String::from_utf8_lossy(&out.stdout).contains("from 6 events"));
     assert_eq!(dump().await, before, "rebuilt tables are identical");
 }
+
+/// `coffer serve` with the local KMS provider under `key_id`, rotating in batches of one key
+/// with `pause` between batches; returns it once it listens, with its URL.
+async fn serve_credentials(
+    db: &TestDb,
+    bus: &BusConfig,
+    key_dir: &str,
+    key_id: &str,
+    pause: &str,
+) -> (Server, String) {
+    let port = coffer_testkit::free_port();
+    let server = Server(
+        coffer(&db.config.url, &coffer_testkit::nats_url(), bus)
+            .env("COFFER_KMS__PROVIDER", "local")
+            .env("COFFER_KMS__KEY_DIR", key_dir)
+            .env("COFFER_KMS__KEY_ID", key_id)
+            .env("COFFER_CREDENTIALS__ROTATION__BATCH_SIZE", "1")
+            .env("COFFER_CREDENTIALS__ROTATION__BATCH_PAUSE", pause)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    coffer_testkit::eventually("server listening", Duration::from_secs(30), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .await;
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn p6_a_master_key_rotation_killed_mid_way_resumes_when_the_service_restarts_and_finishes() {
+    use coffer_proto::credentials::v1 as cred;
+    use coffer_proto::enrollment::v1 as pb;
+
+    let db = TestDb::migrated(coffer_server::SCHEMAS).await;
+    let bus = BusConfig::with_prefix(&coffer_testkit::unique("b"));
+    let kms_dir = tempfile::tempdir().unwrap();
+    let key_dir = kms_dir.path().to_str().unwrap().to_owned();
+    for key in ["master-2025", "master-2026"] {
+        let out = run(
+            coffer(&db.config.url, &coffer_testkit::nats_url(), &bus).args([
+                "admin",
+                "create-local-kms-key",
+                "--key-dir",
+                &key_dir,
+                "--key-id",
+                key,
+            ]),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus)
+        .env("COFFER_KMS__PROVIDER", "local")
+        .env("COFFER_KMS__KEY_DIR", &key_dir)
+        .env("COFFER_KMS__KEY_ID", "master-2025")
+        .args([
+            "admin",
+            "init",
+            "--owner-email",
+            "root@platform.test",
+            "--json",
+        ]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let platform_key = init["api_key"].as_str().unwrap().to_owned();
+
+    // Under the 2025 key: an org (its age key) and six credentials.
+    let (server, url) = serve_credentials(&db, &bus, &key_dir, "master-2025", "0s").await;
+    let org = pb::org_service_client::OrgServiceClient::new(
+        crate::helpers::authed_at(&url, &platform_key).await,
+    )
+    .create_org(pb::CreateOrgRequest {
+        name: "Acme".into(),
+        owner_email: "owner@acme.test".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    let org_id = org.org.unwrap().org_id;
+    let mut vault = cred::credential_service_client::CredentialServiceClient::new(
+        crate::helpers::authed_at(&url, &org.owner_api_key.unwrap().secret).await,
+    );
+    for n in 0..6 {
+        vault
+            .create_credential(cred::CreateCredentialRequest {
+                org_id: org_id.clone(),
+                name: format!("db-{n}"),
+                purpose: "database".into(),
+                value: format!("password {n}").into_bytes(),
+            })
+            .await
+            .unwrap();
+    }
+    let su = db.superuser().await;
+    let under = |key: &'static str| {
+        let su = su.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT (SELECT count(*) FROM coffer_credentials.credential_secrets WHERE kms_key_id = $1)
+                      + (SELECT count(*) FROM coffer_credentials.org_key_secrets WHERE kms_key_id = $1)",
+            )
+            .bind(key)
+            .fetch_one(&su)
+            .await
+            .unwrap()
+        }
+    };
+    coffer_testkit::eventually("the org key is generated", Duration::from_secs(20), || {
+        let under = under("master-2025");
+        async move { (under.await == 7).then_some(()) }
+    })
+    .await;
+    let ciphertexts = || {
+        let su = su.clone();
+        async move {
+            sqlx::query_as::<_, (uuid::Uuid, Vec<u8>, Vec<u8>)>(
+                "SELECT credential_id, nonce, ciphertext FROM coffer_credentials.credential_secrets
+                 ORDER BY credential_id",
+            )
+            .fetch_all(&su)
+            .await
+            .unwrap()
+        }
+    };
+    let before = ciphertexts().await;
+    drop(server);
+
+    // The operator configures the 2026 key, restarts, and starts the rotation. It moves one
+    // key a second; the service is killed (SIGKILL) part way.
+    let (server, url) = serve_credentials(&db, &bus, &key_dir, "master-2026", "1s").await;
+    let mut master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(
+        crate::helpers::authed_at(&url, &platform_key).await,
+    );
+    let started = master_keys
+        .rotate_master_key(cred::RotateMasterKeyRequest {
+            new_key_id: "master-2026".into(),
+            reason: "yearly rotation".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            started.state.as_str(),
+            started.number,
+            started.pending_at_start
+        ),
+        ("running", 1, 7)
+    );
+    let partial =
+        coffer_testkit::eventually("two batches are recorded", Duration::from_secs(20), || {
+            let mut master_keys = master_keys.clone();
+            async move {
+                let r = master_keys
+                    .get_master_key_rotation(cred::GetMasterKeyRotationRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (r.rewrapped >= 2).then_some(r)
+            }
+        })
+        .await;
+    drop(server);
+    assert_eq!(partial.state, "running");
+    let (moved, left) = (under("master-2026").await, under("master-2025").await);
+    assert!(
+        moved >= 2 && left >= 1,
+        "killed part way: {moved} moved, {left} left"
+    );
+    assert_eq!(moved + left, 7);
+
+    // Restarted, the service resumes the rotation on its own and finishes it.
+    let (_server, url) = serve_credentials(&db, &bus, &key_dir, "master-2026", "0s").await;
+    let mut master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(
+        crate::helpers::authed_at(&url, &platform_key).await,
+    );
+    let done =
+        coffer_testkit::eventually("the rotation completes", Duration::from_secs(30), || {
+            let mut master_keys = master_keys.clone();
+            async move {
+                let r = master_keys
+                    .get_master_key_rotation(cred::GetMasterKeyRotationRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (r.state == "completed").then_some(r)
+            }
+        })
+        .await;
+    assert_eq!((done.rewrapped, done.remaining), (7, 0));
+    let coverage = master_keys
+        .get_key_coverage(cred::GetKeyCoverageRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let entries: Vec<(&str, &str, u64)> = coverage
+        .entries
+        .iter()
+        .map(|e| (e.purpose.as_str(), e.kms_key_id.as_str(), e.wrapped_keys))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("credential_dek", "master-2026", 6),
+            ("org_age_key", "master-2026", 1)
+        ],
+        "0 wrapped keys left under master-2025"
+    );
+    assert_eq!(
+        ciphertexts().await,
+        before,
+        "ciphertexts are byte for byte unchanged"
+    );
+}

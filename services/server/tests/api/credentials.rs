@@ -968,6 +968,138 @@ async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once
         .unwrap();
 }
 
+/// Every stored ciphertext, byte for byte, with its nonce: what rotation must not touch.
+async fn ciphertexts(app: &TestApp) -> Vec<(uuid::Uuid, i32, Vec<u8>, Vec<u8>)> {
+    sqlx::query_as(
+        "SELECT credential_id, version, nonce, ciphertext FROM coffer_credentials.credential_secrets
+         ORDER BY credential_id, version",
+    )
+    .fetch_all(&app.db.superuser().await)
+    .await
+    .unwrap()
+}
+
+async fn p6_rotation_moves_every_wrapped_key_onto_the_new_master_key_and_leaves_ciphertexts_unchanged(
+    provider: Provider,
+) {
+    use coffer_credentials::rotation::RotationSettings;
+
+    let app = spawn_app_on(provider).await;
+    let mut values = Vec::new();
+    for org_name in ["Acme", "Beta"] {
+        let org = app.new_org(org_name).await;
+        recipient(&app, &org).await;
+        let mut client = vault(&app, &org).await;
+        for n in 0..3 {
+            let value = format!("{org_name} secret {n}");
+            let c = create(&mut client, org.org, &format!("c{n}"), value.as_bytes()).await;
+            values.push((
+                org.org,
+                c.credential_id.parse::<uuid::Uuid>().unwrap(),
+                value,
+            ));
+        }
+        // A replaced value: both versions are stored, both move.
+        let replaced = format!("{org_name} secret 0, replaced");
+        client
+            .replace_credential_value(pb::ReplaceCredentialValueRequest {
+                org_id: org.org.to_string(),
+                credential_id: values[values.len() - 3].1.to_string(),
+                value: replaced.clone().into_bytes(),
+            })
+            .await
+            .unwrap();
+        let len = values.len();
+        values[len - 3].2 = replaced;
+    }
+    let old_key = app.kms().current_key_id().as_str().to_owned();
+    let before = ciphertexts(&app).await;
+    assert_eq!(before.len(), 8);
+
+    // The operator configured a new master key; this service instance runs with it.
+    let next = app.next_master_key().await;
+    let new_key = next.current_key_id().as_str().to_owned();
+    assert_ne!(new_key, old_key);
+    let rotated = Credentials::new(app.db.service(coffer_credentials::SERVICE).await, next);
+    let coverage = rotated.key_coverage().await.unwrap();
+    assert_eq!(
+        coverage.entries,
+        [
+            ("credential_dek".to_owned(), old_key.clone(), 8),
+            ("org_age_key".to_owned(), old_key.clone(), 2)
+        ]
+    );
+    assert_eq!(coverage.not_under(&new_key), 10);
+
+    let operator = coffer_types::Actor::service("test-operator");
+    let err = rotated
+        .start_rotation(&operator, &old_key, "yearly")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, coffer_credentials::app::Error::FailedPrecondition(m)
+            if m.starts_with("new_key_id must be the master key the service is configured with")),
+        "{err:?}"
+    );
+    let started = rotated
+        .start_rotation(&operator, &new_key, "yearly rotation")
+        .await
+        .unwrap();
+    let running = started.latest.unwrap();
+    assert_eq!(
+        (running.number, running.pending_at_start, running.completed),
+        (1, 10, false)
+    );
+    rotated
+        .run_rotation(RotationSettings {
+            batch_size: 3,
+            batch_pause: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+
+    let done = rotated.rotation_status().await.unwrap().latest.unwrap();
+    assert_eq!(
+        (done.rewrapped, done.remaining, done.completed),
+        (10, 0, true)
+    );
+    let coverage = rotated.key_coverage().await.unwrap();
+    assert_eq!(
+        coverage.entries,
+        [
+            ("credential_dek".to_owned(), new_key.clone(), 8),
+            ("org_age_key".to_owned(), new_key.clone(), 2)
+        ]
+    );
+    assert_eq!(
+        coverage.not_under(&new_key),
+        0,
+        "nothing left under the old key"
+    );
+    assert_eq!(
+        ciphertexts(&app).await,
+        before,
+        "ciphertexts are byte for byte unchanged"
+    );
+    // Progress was recorded batch by batch: 8 data keys in batches of 3 (org keys ride
+    // along in the first batch), then the completion.
+    assert_eq!(events_of(&app, "MasterKeyRotationProgressed").await, 3);
+    assert_eq!(events_of(&app, "MasterKeyRotationCompleted").await, 1);
+
+    // Every value still opens, through the new key alone on AWS (re-encrypted in KMS), and
+    // the org keys unwrap too.
+    for (org, credential, value) in &values {
+        let opened = rotated.decrypt_current(*org, *credential).await.unwrap();
+        assert_eq!(opened.expose_secret(), value.as_bytes());
+    }
+    for (org, ..) in values.iter().step_by(3) {
+        rotated
+            .export_recovery_key(&operator, *org, "post-rotation check")
+            .await
+            .unwrap();
+    }
+}
+
 /// Counts events of `event_type` in the credentials service.
 async fn events_of(app: &TestApp, event_type: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM coffer_credentials.events WHERE event_type = $1")
@@ -1203,4 +1335,5 @@ on_every_provider!(
     rebuilding_the_credentials_projections_yields_identical_tables,
     p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_after_the_release_is_recorded,
     p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once_per_attempt_after_recording_it,
+    p6_rotation_moves_every_wrapped_key_onto_the_new_master_key_and_leaves_ciphertexts_unchanged,
 );

@@ -167,6 +167,7 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
     let agents = pb::agent_service_client::AgentServiceClient::new(ch.clone());
     let credentials = cred::credential_service_client::CredentialServiceClient::new(ch.clone());
     let org_keys = cred::org_key_service_client::OrgKeyServiceClient::new(ch.clone());
+    let master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(ch.clone());
     let probes = diag::diagnostics_service_client::DiagnosticsServiceClient::new(ch);
     let mut calls: BTreeMap<&str, Call> = BTreeMap::new();
     macro_rules! probe {
@@ -428,6 +429,29 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
             org_id: a_id.clone(),
             reason: "x".into(),
         }
+    );
+    // The platform's own RPCs: addressed to the platform org, which a customer's owner is not
+    // a member of.
+    probe!(
+        "/coffer.credentials.v1.MasterKeyService/RotateMasterKey",
+        master_keys,
+        rotate_master_key,
+        cred::RotateMasterKeyRequest {
+            new_key_id: "test-master".into(),
+            reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.credentials.v1.MasterKeyService/GetMasterKeyRotation",
+        master_keys,
+        get_master_key_rotation,
+        cred::GetMasterKeyRotationRequest {}
+    );
+    probe!(
+        "/coffer.credentials.v1.MasterKeyService/GetKeyCoverage",
+        master_keys,
+        get_key_coverage,
+        cred::GetKeyCoverageRequest {}
     );
     // Every RPC in the descriptors is either probed or explained.
     let methods = coffer_methods();

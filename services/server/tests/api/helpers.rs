@@ -33,8 +33,9 @@ pub struct TestApp {
     pub platform_key: String,
     /// The server's certificate (PEM) when it speaks TLS.
     pub tls_ca: Option<String>,
-    /// The KMS client the app wraps keys with.
+    /// The KMS client the app wraps keys with, and its settings.
     kms: Arc<dyn Kms>,
+    kms_config: KmsConfig,
     _kms_dir: tempfile::TempDir,
     _tls_dir: Option<tempfile::TempDir>,
     _stop: oneshot::Sender<()>,
@@ -58,6 +59,25 @@ impl tonic::service::Interceptor for Bearer {
 
 /// A channel that sends a bearer token.
 pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// A plaintext channel to a server at `url` (a `coffer serve` the test started), sending an
+/// access token of `api_key`.
+pub async fn authed_at(url: &str, api_key: &str) -> Authed {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token = TokenServiceClient::new(channel.clone())
+        .exchange(ExchangeRequest {
+            api_key: api_key.to_owned(),
+        })
+        .await
+        .expect("exchange")
+        .into_inner()
+        .access_token;
+    InterceptedService::new(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
+}
 
 /// An org created through the API, with its owner's API key.
 pub struct TestOrg {
@@ -113,6 +133,26 @@ impl TestApp {
     /// The KMS the app wraps keys with (for tests that inspect or mint with its CAs).
     pub fn kms(&self) -> Arc<dyn Kms> {
         self.kms.clone()
+    }
+
+    /// A KMS client of the same provider whose current master key is a new one (the app's
+    /// keys still unwrap through it), as after an operator configured a new master key.
+    pub async fn next_master_key(&self) -> Arc<dyn Kms> {
+        let next = match &self.kms_config {
+            KmsConfig::Local(local) => {
+                let key_id = KeyId::new(format!("{}-next", local.key_id.as_str()));
+                LocalKms::create_key(&local.key_dir, &key_id).unwrap();
+                KmsConfig::Local(LocalConfig {
+                    key_dir: local.key_dir.clone(),
+                    key_id,
+                })
+            }
+            KmsConfig::Aws(aws) => KmsConfig::Aws(AwsConfig {
+                key_id: KeyId::new(create_aws_master_key().await),
+                ..aws.clone()
+            }),
+        };
+        coffer_kms::from_config(&next).await.unwrap()
     }
 
     /// Exchanges `api_key` for an access token.
@@ -209,6 +249,7 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
             ..AuthConfig::default()
         },
         pki: Default::default(),
+        credentials: Default::default(),
     }
 }
 
@@ -287,7 +328,8 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
     let mut config = config(&db.config, &bus, kms_dir.path());
     config.kms = Some(provider.master_key(kms_dir.path()).await);
     configure(&mut config);
-    let kms = coffer_kms::from_config(config.kms.as_ref().expect("a KMS"))
+    let kms_config = config.kms.clone().expect("a KMS");
+    let kms = coffer_kms::from_config(&kms_config)
         .await
         .expect("the test KMS");
     let created = Box::pin(coffer_enrollment::app::init_platform(
@@ -318,6 +360,7 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
         platform_key,
         tls_ca: cert_file.map(|f| std::fs::read_to_string(f).unwrap()),
         kms,
+        kms_config,
         _kms_dir: kms_dir,
         _tls_dir: None,
         _stop: stop,
