@@ -19,15 +19,15 @@ use tonic::Code;
 
 use crate::helpers::{Authed, Provider, TestApp, TestOrg, spawn_app_on};
 
-async fn vault(app: &TestApp, org: &TestOrg) -> CredentialServiceClient<Authed> {
+pub(crate) async fn vault(app: &TestApp, org: &TestOrg) -> CredentialServiceClient<Authed> {
     CredentialServiceClient::new(app.authed(&org.owner_key).await)
 }
 
-async fn org_keys(app: &TestApp, key: &str) -> OrgKeyServiceClient<Authed> {
+pub(crate) async fn org_keys(app: &TestApp, key: &str) -> OrgKeyServiceClient<Authed> {
     OrgKeyServiceClient::new(app.authed(key).await)
 }
 
-async fn create(
+pub(crate) async fn create(
     client: &mut CredentialServiceClient<Authed>,
     org: OrgId,
     name: &str,
@@ -375,7 +375,7 @@ async fn a_viewer_cannot_read_credentials_and_an_operator_cannot_change_them(pro
 }
 
 /// Waits for the org's key pair, which the credentials consumer generates after `OrgCreated`.
-async fn recipient(app: &TestApp, org: &TestOrg) -> pb::OrgRecipient {
+pub(crate) async fn recipient(app: &TestApp, org: &TestOrg) -> pb::OrgRecipient {
     let client = org_keys(app, &org.owner_key).await;
     coffer_testkit::eventually("the org key is generated", Duration::from_secs(10), || {
         let mut client = client.clone();
@@ -391,7 +391,7 @@ async fn recipient(app: &TestApp, org: &TestOrg) -> pb::OrgRecipient {
     .await
 }
 
-async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+pub(crate) async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -586,7 +586,7 @@ async fn rebuilding_the_credentials_projections_yields_identical_tables(provider
 }
 
 /// An agent of `org` enrolled over the TLS app, and a ReleaseService client speaking mTLS as it.
-async fn enrolled_agent(
+pub(crate) async fn enrolled_agent(
     app: &TestApp,
     org: &TestOrg,
 ) -> (
@@ -781,7 +781,7 @@ async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_a
 }
 
 /// Splits an age file into its header (through the `--- <mac>` line) and its payload.
-fn split_age(file: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_age(file: &[u8]) -> (&[u8], &[u8]) {
     let mac_line = file
         .windows(4)
         .position(|w| w == b"\n---")

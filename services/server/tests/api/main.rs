@@ -2,6 +2,7 @@
 
 mod agents;
 mod binary;
+mod canary;
 mod cli;
 mod credentials;
 mod cross_tenant;
