@@ -132,35 +132,48 @@ impl Drop for Server {
     }
 }
 
-#[tokio::test]
-async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary() {
-    let db = TestDb::migrated(coffer_server::SCHEMAS).await;
-    let bus = BusConfig::with_prefix(&coffer_testkit::unique("b"));
-    let kms_dir = tempfile::tempdir().unwrap();
-    let key_dir = kms_dir.path().to_str().unwrap().to_owned();
-    let with_kms = |mut cmd: Command| {
-        cmd.env("COFFER_KMS__PROVIDER", "local")
-            .env("COFFER_KMS__KEY_DIR", &key_dir)
-            .env("COFFER_KMS__KEY_ID", "cli-test");
-        cmd
-    };
-    let out = run(
-        coffer(&db.config.url, &coffer_testkit::nats_url(), &bus).args([
-            "admin",
-            "create-local-kms-key",
-            "--key-dir",
-            &key_dir,
-            "--key-id",
-            "cli-test",
-        ]),
-    );
+/// Runs `cmd` and expects success; its output.
+fn succeed(cmd: &mut Command) -> Output {
+    let out = run(cmd);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run(
-        with_kms(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus)).args([
+    out
+}
+
+/// `cmd` with the local KMS provider: key files in `key_dir`, current key `key_id`.
+fn with_local_kms(mut cmd: Command, key_dir: &str, key_id: &str) -> Command {
+    cmd.env("COFFER_KMS__PROVIDER", "local")
+        .env("COFFER_KMS__KEY_DIR", key_dir)
+        .env("COFFER_KMS__KEY_ID", key_id);
+    cmd
+}
+
+/// `coffer admin create-local-kms-key`.
+fn create_local_key(db: &TestDb, bus: &BusConfig, key_dir: &str, key_id: &str) {
+    succeed(
+        coffer(&db.config.url, &coffer_testkit::nats_url(), bus).args([
+            "admin",
+            "create-local-kms-key",
+            "--key-dir",
+            key_dir,
+            "--key-id",
+            key_id,
+        ]),
+    );
+}
+
+/// `coffer admin init` under the local KMS key; the platform owner's API key.
+fn init_platform(db: &TestDb, bus: &BusConfig, key_dir: &str, key_id: &str) -> String {
+    let out = succeed(
+        with_local_kms(
+            coffer(&db.config.url, &coffer_testkit::nats_url(), bus),
+            key_dir,
+            key_id,
+        )
+        .args([
             "admin",
             "init",
             "--owner-email",
@@ -168,13 +181,36 @@ async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary
             "--json",
         ]),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let init: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let api_key = init["api_key"].as_str().unwrap().to_owned();
+    init["api_key"].as_str().unwrap().to_owned()
+}
+
+/// Starts `coffer serve` from `cmd` on a free port; returns it once it listens, with its URL.
+async fn serve(mut cmd: Command) -> (Server, String) {
+    let port = coffer_testkit::free_port();
+    let server = Server(
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    coffer_testkit::eventually("server listening", Duration::from_secs(30), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .await;
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary() {
+    let db = TestDb::migrated(coffer_server::SCHEMAS).await;
+    let bus = BusConfig::with_prefix(&coffer_testkit::unique("b"));
+    let kms_dir = tempfile::tempdir().unwrap();
+    let key_dir = kms_dir.path().to_str().unwrap().to_owned();
+    let with_kms = |cmd: Command| with_local_kms(cmd, &key_dir, "cli-test");
+    create_local_key(&db, &bus, &key_dir, "cli-test");
+    let api_key = init_platform(&db, &bus, &key_dir, "cli-test");
     assert!(api_key.starts_with("coffer_"));
     // A second init is refused and changes nothing.
     let out = run(
@@ -190,18 +226,11 @@ async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary
         "coffer: coffer is already initialised (the platform org exists)"
     );
 
-    let port = coffer_testkit::free_port();
-    let server = Server(
-        with_kms(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    coffer_testkit::eventually("server listening", Duration::from_secs(30), || async {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })
+    let (server, url) = serve(with_kms(coffer(
+        &db.config.url,
+        &coffer_testkit::nats_url(),
+        &bus,
+    )))
     .await;
 
     for _ in 0..3 {
@@ -210,7 +239,7 @@ async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary
                 "diag",
                 "round-trip",
                 "--server",
-                &format!("http://127.0.0.1:{port}"),
+                &url,
                 "--api-key",
                 &api_key,
             ]),
@@ -260,7 +289,7 @@ async fn the_cli_round_trip_and_rebuild_projections_work_against_a_served_binary
 }
 
 /// `coffer serve` with the local KMS provider under `key_id`, rotating in batches of one key
-/// with `pause` between batches; returns it once it listens, with its URL.
+/// with `pause` between batches.
 async fn serve_credentials(
     db: &TestDb,
     bus: &BusConfig,
@@ -268,25 +297,39 @@ async fn serve_credentials(
     key_id: &str,
     pause: &str,
 ) -> (Server, String) {
-    let port = coffer_testkit::free_port();
-    let server = Server(
-        coffer(&db.config.url, &coffer_testkit::nats_url(), bus)
-            .env("COFFER_KMS__PROVIDER", "local")
-            .env("COFFER_KMS__KEY_DIR", key_dir)
-            .env("COFFER_KMS__KEY_ID", key_id)
-            .env("COFFER_CREDENTIALS__ROTATION__BATCH_SIZE", "1")
-            .env("COFFER_CREDENTIALS__ROTATION__BATCH_PAUSE", pause)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut cmd = with_local_kms(
+        coffer(&db.config.url, &coffer_testkit::nats_url(), bus),
+        key_dir,
+        key_id,
     );
-    coffer_testkit::eventually("server listening", Duration::from_secs(30), || async {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    cmd.env("COFFER_CREDENTIALS__ROTATION__BATCH_SIZE", "1")
+        .env("COFFER_CREDENTIALS__ROTATION__BATCH_PAUSE", pause);
+    serve(cmd).await
+}
+
+/// Polls the rotation until `done` holds of it.
+async fn rotation_when(
+    client: &coffer_proto::credentials::v1::master_key_service_client::MasterKeyServiceClient<
+        crate::helpers::Authed,
+    >,
+    what: &str,
+    done: impl Fn(&coffer_proto::credentials::v1::MasterKeyRotation) -> bool,
+) -> coffer_proto::credentials::v1::MasterKeyRotation {
+    coffer_testkit::eventually(what, Duration::from_secs(30), || {
+        let mut client = client.clone();
+        let done = &done;
+        async move {
+            let r = client
+                .get_master_key_rotation(
+                    coffer_proto::credentials::v1::GetMasterKeyRotationRequest {},
+                )
+                .await
+                .unwrap()
+                .into_inner();
+            done(&r).then_some(r)
+        }
     })
-    .await;
-    (server, format!("http://127.0.0.1:{port}"))
+    .await
 }
 
 #[tokio::test]
@@ -299,40 +342,9 @@ async fn p6_a_master_key_rotation_killed_mid_way_resumes_when_the_service_restar
     let kms_dir = tempfile::tempdir().unwrap();
     let key_dir = kms_dir.path().to_str().unwrap().to_owned();
     for key in ["master-2025", "master-2026"] {
-        let out = run(
-            coffer(&db.config.url, &coffer_testkit::nats_url(), &bus).args([
-                "admin",
-                "create-local-kms-key",
-                "--key-dir",
-                &key_dir,
-                "--key-id",
-                key,
-            ]),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        create_local_key(&db, &bus, &key_dir, key);
     }
-    let out = run(coffer(&db.config.url, &coffer_testkit::nats_url(), &bus)
-        .env("COFFER_KMS__PROVIDER", "local")
-        .env("COFFER_KMS__KEY_DIR", &key_dir)
-        .env("COFFER_KMS__KEY_ID", "master-2025")
-        .args([
-            "admin",
-            "init",
-            "--owner-email",
-            "root@platform.test",
-            "--json",
-        ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let init: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let platform_key = init["api_key"].as_str().unwrap().to_owned();
+    let platform_key = init_platform(&db, &bus, &key_dir, "master-2025");
 
     // Under the 2025 key: an org (its age key) and six credentials.
     let (server, url) = serve_credentials(&db, &bus, &key_dir, "master-2025", "0s").await;
@@ -417,19 +429,10 @@ async fn p6_a_master_key_rotation_killed_mid_way_resumes_when_the_service_restar
         ),
         ("running", 1, 7)
     );
-    let partial =
-        coffer_testkit::eventually("two batches are recorded", Duration::from_secs(20), || {
-            let mut master_keys = master_keys.clone();
-            async move {
-                let r = master_keys
-                    .get_master_key_rotation(cred::GetMasterKeyRotationRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner();
-                (r.rewrapped >= 2).then_some(r)
-            }
-        })
-        .await;
+    let partial = rotation_when(&master_keys, "two batches are recorded", |r| {
+        r.rewrapped >= 2
+    })
+    .await;
     drop(server);
     assert_eq!(partial.state, "running");
     let (moved, left) = (under("master-2026").await, under("master-2025").await);
@@ -444,19 +447,10 @@ async fn p6_a_master_key_rotation_killed_mid_way_resumes_when_the_service_restar
     let mut master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(
         crate::helpers::authed_at(&url, &platform_key).await,
     );
-    let done =
-        coffer_testkit::eventually("the rotation completes", Duration::from_secs(30), || {
-            let mut master_keys = master_keys.clone();
-            async move {
-                let r = master_keys
-                    .get_master_key_rotation(cred::GetMasterKeyRotationRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner();
-                (r.state == "completed").then_some(r)
-            }
-        })
-        .await;
+    let done = rotation_when(&master_keys, "the rotation completes", |r| {
+        r.state == "completed"
+    })
+    .await;
     assert_eq!((done.rewrapped, done.remaining), (7, 0));
     let coverage = master_keys
         .get_key_coverage(cred::GetKeyCoverageRequest {})

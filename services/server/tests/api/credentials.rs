@@ -672,14 +672,7 @@ async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_a
     assert!(!format!("{released:?}").contains("db password"));
 
     let su = app.db.superuser().await;
-    let releases = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM coffer_credentials.events WHERE event_type = 'CredentialsReleased'",
-        )
-        .fetch_one(&su)
-        .await
-        .unwrap()
-    };
+    let releases = || events_of(&app, "CredentialsReleased");
     assert_eq!(releases().await, 1);
 
     // Once per attempt: a replayed ticket, or a new ticket for the same attempt, is refused.
@@ -882,14 +875,7 @@ async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once
     assert!(!format!("{unwrapped:?}").contains(&format!("{:?}", unwrapped.file_key)));
 
     let su = app.db.superuser().await;
-    let unwraps = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM coffer_credentials.events WHERE event_type = 'FileKeyUnwrapped'",
-        )
-        .fetch_one(&su)
-        .await
-        .unwrap()
-    };
+    let unwraps = || events_of(&app, "FileKeyUnwrapped");
     assert_eq!(unwraps().await, 1);
 
     // Once per attempt and backup; the ticket's other backup still opens.
