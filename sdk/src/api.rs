@@ -1,14 +1,16 @@
 //! Typed clients, one per Coffer service, one method per RPC. Get them from a
 //! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
 //! [`Client::tokens`], [`Client::enrollment_tokens`], [`Client::agents`],
-//! [`Client::credentials`], [`Client::org_keys`], [`Client::diagnostics`].
+//! [`Client::credentials`], [`Client::org_keys`], [`Client::master_keys`],
+//! [`Client::diagnostics`].
 
 use std::time::Duration;
 
 use coffer_auth::Role;
 use coffer_proto::credentials::v1 as cred_pb;
 use coffer_proto::credentials::v1::{
-    credential_service_client::CredentialServiceClient, org_key_service_client::OrgKeyServiceClient,
+    credential_service_client::CredentialServiceClient,
+    master_key_service_client::MasterKeyServiceClient, org_key_service_client::OrgKeyServiceClient,
 };
 use coffer_proto::diagnostics::v1 as diag_pb;
 use coffer_proto::diagnostics::v1::diagnostics_service_client::DiagnosticsServiceClient;
@@ -27,8 +29,8 @@ use secrecy::{ExposeSecret, SecretSlice};
 use crate::client::Rpc;
 use crate::{
     AccessToken, Agent, ApiKey, Client, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg,
-    Credential, Crl, EnrollmentToken, Error, Jwks, Member, NewApiKey, Org, OrgRecipient, Probe,
-    Purpose, RecoveryKey, SentProbe,
+    Credential, Crl, EnrollmentToken, Error, Jwks, KeyCoverage, MasterKeyRotation, Member,
+    NewApiKey, Org, OrgRecipient, Probe, Purpose, RecoveryKey, SentProbe,
 };
 
 /// Organisations (`coffer.enrollment.v1.OrgService`).
@@ -721,6 +723,91 @@ impl<'a> OrgKeys<'a> {
                 |channel, request| async move {
                     OrgKeyServiceClient::new(channel)
                         .export_recovery_key(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+}
+
+/// The platform's KMS master key (`coffer.credentials.v1.MasterKeyService`): rotating every
+/// wrapped key onto it, and how many sit under each master key.
+///
+/// Platform operations: the caller must be an owner or admin of the platform org (the key
+/// `coffer admin init` printed, or one made from it). Anyone else is answered
+/// [`Error::NotFound`], as for any org they are not a member of.
+#[derive(Debug, Clone, Copy)]
+pub struct MasterKeys<'a> {
+    client: &'a Client,
+}
+
+impl<'a> MasterKeys<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Starts a rotation onto `new_key_id`, saying why (1 to 500 characters), and returns its
+    /// status. A background worker then re-wraps every credential data key and org age
+    /// key still under another master key, in batches; follow it with
+    /// [`MasterKeys::rotation`].
+    ///
+    /// `new_key_id` must be the master key the server is configured with (set `kms.key_id`
+    /// and restart first): any other is [`Error::FailedPrecondition`] naming the configured
+    /// key, and so is a new target while a rotation onto another key is still running.
+    ///
+    /// Retried like a read, even after a request cut off halfway: asking again for the same
+    /// target resumes the running rotation without recording anything new. Only if the first
+    /// attempt was applied and its rotation already finished does a repeat record another
+    /// one, which finds nothing left to move and completes at once.
+    pub async fn rotate(&self, new_key_id: &str, reason: &str) -> Result<MasterKeyRotation, Error> {
+        let request = cred_pb::RotateMasterKeyRequest {
+            new_key_id: new_key_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                // Not a read, but as safe to repeat as one: see above.
+                Rpc::read("RotateMasterKey"),
+                request,
+                |channel, request| async move {
+                    MasterKeyServiceClient::new(channel)
+                        .rotate_master_key(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// The platform's latest rotation and its progress ([`crate::RotationState::None`] if
+    /// there has been none).
+    pub async fn rotation(&self) -> Result<MasterKeyRotation, Error> {
+        self.client
+            .call(
+                Rpc::read("GetMasterKeyRotation"),
+                cred_pb::GetMasterKeyRotationRequest {},
+                |channel, request| async move {
+                    MasterKeyServiceClient::new(channel)
+                        .get_master_key_rotation(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// How many wrapped keys sit under each master key, across every org, and which master
+    /// key the server wraps new keys under. [`KeyCoverage::not_under`] the current key is
+    /// what a rotation has left to move.
+    pub async fn coverage(&self) -> Result<KeyCoverage, Error> {
+        self.client
+            .call(
+                Rpc::read("GetKeyCoverage"),
+                cred_pb::GetKeyCoverageRequest {},
+                |channel, request| async move {
+                    MasterKeyServiceClient::new(channel)
+                        .get_key_coverage(request)
                         .await
                 },
             )

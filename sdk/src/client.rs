@@ -19,7 +19,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::api::{
-    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, Members, OrgKeys, Orgs, Tokens,
+    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, MasterKeys, Members, OrgKeys,
+    Orgs, Tokens,
 };
 use crate::retry::{Kind, RetryPolicy};
 use crate::token::{self, Exchange};
@@ -253,6 +254,12 @@ impl Client {
     /// The org's age key pair: its public recipient and the owners' recovery export.
     pub fn org_keys(&self) -> OrgKeys<'_> {
         OrgKeys::new(self)
+    }
+
+    /// The platform's KMS master key: rotating every wrapped key onto it, and coverage.
+    /// Platform owners and admins only.
+    pub fn master_keys(&self) -> MasterKeys<'_> {
+        MasterKeys::new(self)
     }
 
     /// End-to-end checks of a running deployment.

@@ -16,7 +16,7 @@
 //! - **Types.** One typed client per service ([`Client::orgs`], [`Client::members`],
 //!   [`Client::api_keys`], [`Client::tokens`], [`Client::enrollment_tokens`],
 //!   [`Client::agents`], [`Client::credentials`], [`Client::org_keys`],
-//!   [`Client::diagnostics`]) taking and returning SDK types: ids as the
+//!   [`Client::master_keys`], [`Client::diagnostics`]) taking and returning SDK types: ids as the
 //!   [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`]/[`CredentialId`]
 //!   newtypes, roles as [`Role`], times as `chrono` UTC. Answers are validated; a malformed
 //!   one is [`Error::Protocol`].
@@ -77,7 +77,8 @@ mod retry;
 mod token;
 
 pub use api::{
-    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, Members, OrgKeys, Orgs, Tokens,
+    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, MasterKeys, Members, OrgKeys,
+    Orgs, Tokens,
 };
 pub use client::{Client, ClientOptions};
 pub use coffer_auth::Role;
@@ -87,8 +88,9 @@ pub use coffer_types::{
 pub use error::Error;
 pub use model::{
     AccessToken, Agent, ApiKey, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl,
-    EnrollmentToken, Jwk, Jwks, Member, NewApiKey, Org, OrgRecipient, ParsePurposeError, Probe,
-    Purpose, RecoveryKey, SentProbe,
+    EnrollmentToken, Jwk, Jwks, KeyCoverage, KeyCoverageEntry, MasterKeyRotation, Member,
+    NewApiKey, Org, OrgRecipient, ParsePurposeError, Probe, Purpose, RecoveryKey, RotationState,
+    SentProbe, WrappedKeyPurpose,
 };
 pub use retry::RetryPolicy;
 pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};

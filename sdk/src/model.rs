@@ -418,6 +418,121 @@ pub struct RecoveryKey {
     pub recipient: String,
 }
 
+/// Where the platform's latest master-key rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationState {
+    /// The platform has never rotated its master key.
+    None,
+    /// Wrapped keys are being moved onto the target in batches.
+    Running,
+    /// Every wrapped key was under the target at the last batch.
+    Completed,
+}
+
+impl RotationState {
+    /// The wire name, e.g. `"running"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationState::None => "none",
+            RotationState::Running => "running",
+            RotationState::Completed => "completed",
+        }
+    }
+}
+
+impl std::fmt::Display for RotationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The platform's latest master-key rotation and its progress. A rotation moves every wrapped
+/// key (credential data keys, org age keys) onto the master key the service is configured
+/// with; credential ciphertexts are not touched. With [`RotationState::None`] the counters are
+/// 0 and `to_key_id` and `reason` are empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct MasterKeyRotation {
+    /// Whether it is running or completed.
+    pub state: RotationState,
+    /// 1 for the platform's first rotation, then 2, …; 0 when there has been none.
+    pub number: u32,
+    /// The master key everything moves onto.
+    pub to_key_id: String,
+    /// Why it was started, as recorded in the audit log.
+    pub reason: String,
+    /// Wrapped keys under another master key when it started.
+    pub pending_at_start: u64,
+    /// Wrapped keys it has moved so far.
+    pub rewrapped: u64,
+    /// Wrapped keys still under another master key at its last batch.
+    pub remaining: u64,
+    /// The master key the service wraps new keys under now.
+    pub current_key_id: String,
+}
+
+/// The kind of key a master key wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WrappedKeyPurpose {
+    /// The data key of one stored credential value (each version has its own).
+    CredentialDek,
+    /// An org's age private key, which decrypts its backups.
+    OrgAgeKey,
+}
+
+impl WrappedKeyPurpose {
+    /// The wire name, e.g. `"credential_dek"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrappedKeyPurpose::CredentialDek => "credential_dek",
+            WrappedKeyPurpose::OrgAgeKey => "org_age_key",
+        }
+    }
+}
+
+impl std::fmt::Display for WrappedKeyPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How many wrapped keys sit under each master key, across every org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct KeyCoverage {
+    /// The master key the service wraps new keys under.
+    pub current_key_id: String,
+    /// One entry per purpose and master key, by purpose then key id.
+    pub entries: Vec<KeyCoverageEntry>,
+}
+
+impl KeyCoverage {
+    /// Wrapped keys under any master key but `key`: what a rotation onto `key` has left to
+    /// move. `not_under(&coverage.current_key_id)` is 0 once a rotation has completed.
+    pub fn not_under(&self, key: &str) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| e.kms_key_id != key)
+            .map(|e| e.wrapped_keys)
+            .sum()
+    }
+}
+
+/// The wrapped keys of one purpose under one master key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct KeyCoverageEntry {
+    /// What kind of key they are.
+    pub purpose: WrappedKeyPurpose,
+    /// The KMS master key they are wrapped under.
+    pub kms_key_id: String,
+    /// How many there are.
+    pub wrapped_keys: u64,
+}
+
 fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Error> {
     s.parse()
         .map_err(|_| Error::protocol(format!("{field} is not a UUID")))
@@ -664,6 +779,83 @@ impl TryFrom<cred_pb::RecoveryKey> for RecoveryKey {
     }
 }
 
+impl TryFrom<cred_pb::MasterKeyRotation> for MasterKeyRotation {
+    type Error = Error;
+    fn try_from(r: cred_pb::MasterKeyRotation) -> Result<Self, Error> {
+        let state = match r.state.as_str() {
+            "none" => RotationState::None,
+            "running" => RotationState::Running,
+            "completed" => RotationState::Completed,
+            _ => {
+                return Err(Error::protocol(
+                    "MasterKeyRotation.state is not a known state",
+                ));
+            }
+        };
+        if r.current_key_id.is_empty() {
+            return Err(Error::protocol(
+                "MasterKeyRotation.current_key_id is missing",
+            ));
+        }
+        if state != RotationState::None && (r.number == 0 || r.to_key_id.is_empty()) {
+            return Err(Error::protocol(
+                "MasterKeyRotation.number and MasterKeyRotation.to_key_id are required once a \
+                 rotation has started",
+            ));
+        }
+        Ok(Self {
+            state,
+            number: r.number,
+            to_key_id: r.to_key_id,
+            reason: r.reason,
+            pending_at_start: r.pending_at_start,
+            rewrapped: r.rewrapped,
+            remaining: r.remaining,
+            current_key_id: r.current_key_id,
+        })
+    }
+}
+
+impl TryFrom<cred_pb::KeyCoverage> for KeyCoverage {
+    type Error = Error;
+    fn try_from(c: cred_pb::KeyCoverage) -> Result<Self, Error> {
+        if c.current_key_id.is_empty() {
+            return Err(Error::protocol("KeyCoverage.current_key_id is missing"));
+        }
+        Ok(Self {
+            current_key_id: c.current_key_id,
+            entries: c
+                .entries
+                .into_iter()
+                .map(KeyCoverageEntry::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl TryFrom<cred_pb::KeyCoverageEntry> for KeyCoverageEntry {
+    type Error = Error;
+    fn try_from(e: cred_pb::KeyCoverageEntry) -> Result<Self, Error> {
+        let purpose = match e.purpose.as_str() {
+            "credential_dek" => WrappedKeyPurpose::CredentialDek,
+            "org_age_key" => WrappedKeyPurpose::OrgAgeKey,
+            _ => {
+                return Err(Error::protocol(
+                    "KeyCoverageEntry.purpose is not a known purpose",
+                ));
+            }
+        };
+        if e.kms_key_id.is_empty() {
+            return Err(Error::protocol("KeyCoverageEntry.kms_key_id is missing"));
+        }
+        Ok(Self {
+            purpose,
+            kms_key_id: e.kms_key_id,
+            wrapped_keys: e.wrapped_keys,
+        })
+    }
+}
+
 impl TryFrom<diag_pb::SendProbeResponse> for SentProbe {
     type Error = Error;
     fn try_from(s: diag_pb::SendProbeResponse) -> Result<Self, Error> {
@@ -776,6 +968,90 @@ mod tests {
             Jwks::try_from(pb::Jwks { json: "{".into() }),
             Err(Error::Protocol { .. })
         ));
+    }
+
+    #[test]
+    fn rotation_answers_are_validated_and_coverage_counts_keys_under_other_master_keys() {
+        let running = cred_pb::MasterKeyRotation {
+            state: "running".into(),
+            number: 2,
+            to_key_id: "kms-2".into(),
+            reason: "yearly".into(),
+            pending_at_start: 10,
+            rewrapped: 4,
+            remaining: 6,
+            current_key_id: "kms-2".into(),
+        };
+        let r = MasterKeyRotation::try_from(running.clone()).unwrap();
+        assert_eq!(
+            (r.state, r.rewrapped, r.remaining),
+            (RotationState::Running, 4, 6)
+        );
+        let none = MasterKeyRotation::try_from(cred_pb::MasterKeyRotation {
+            state: "none".into(),
+            current_key_id: "kms-1".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((none.state, none.number), (RotationState::None, 0));
+        for (bad, message) in [
+            (
+                cred_pb::MasterKeyRotation {
+                    state: "paused".into(),
+                    ..running.clone()
+                },
+                "MasterKeyRotation.state is not a known state",
+            ),
+            (
+                cred_pb::MasterKeyRotation {
+                    current_key_id: String::new(),
+                    ..running.clone()
+                },
+                "MasterKeyRotation.current_key_id is missing",
+            ),
+        ] {
+            assert_eq!(
+                MasterKeyRotation::try_from(bad).unwrap_err(),
+                Error::Protocol {
+                    message: message.into()
+                }
+            );
+        }
+        assert!(matches!(
+            MasterKeyRotation::try_from(cred_pb::MasterKeyRotation {
+                number: 0,
+                ..running
+            }),
+            Err(Error::Protocol { .. })
+        ));
+
+        let entry = |purpose: &str, key: &str, n| cred_pb::KeyCoverageEntry {
+            purpose: purpose.into(),
+            kms_key_id: key.into(),
+            wrapped_keys: n,
+        };
+        let coverage = KeyCoverage::try_from(cred_pb::KeyCoverage {
+            current_key_id: "kms-2".into(),
+            entries: vec![
+                entry("credential_dek", "kms-1", 5),
+                entry("credential_dek", "kms-2", 3),
+                entry("org_age_key", "kms-1", 2),
+            ],
+        })
+        .unwrap();
+        assert_eq!(coverage.entries[2].purpose, WrappedKeyPurpose::OrgAgeKey);
+        assert_eq!(coverage.not_under("kms-2"), 7);
+        assert_eq!(coverage.not_under("kms-1"), 3);
+        assert_eq!(
+            KeyCoverage::try_from(cred_pb::KeyCoverage {
+                current_key_id: "kms-2".into(),
+                entries: vec![entry("backup_key", "kms-2", 1)],
+            })
+            .unwrap_err(),
+            Error::Protocol {
+                message: "KeyCoverageEntry.purpose is not a known purpose".into()
+            }
+        );
     }
 
     #[test]

@@ -130,6 +130,19 @@ pub enum Command {
         #[command(subcommand)]
         command: OrgKeyCommand,
     },
+    /// The platform's KMS master key: rotation and coverage (client; platform owners and
+    /// admins).
+    MasterKey {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
     /// Diagnostics against a running server (client).
     Diag {
         /// Server and credentials.
@@ -393,6 +406,31 @@ pub enum OrgKeyCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// `coffer master-key …`.
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Start moving every wrapped key (credential data keys, org age keys) onto the master key
+    /// the server is configured with; set kms.key_id to the new key and restart the server
+    /// first. Running it again with the same target resumes the running rotation.
+    Rotate {
+        /// The new master key: the one the server is configured with (see `coverage`).
+        #[arg(long = "to", value_name = "KEY_ID")]
+        to: String,
+        /// Why, for the audit log (1 to 500 characters).
+        #[arg(long)]
+        reason: String,
+        /// Follow the rotation until it completes, printing its progress; interrupting only
+        /// stops following it.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the latest rotation and its progress.
+    Status,
+    /// Show how many wrapped keys sit under each master key, and how many are not under the
+    /// current one.
+    Coverage,
 }
 
 /// `coffer admin …`.

@@ -1,5 +1,5 @@
-//! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|diag …`), on
-//! top of `coffer-sdk`.
+//! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|master-key|diag
+//! …`), on top of `coffer-sdk`.
 //!
 //! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
 //! otherwise an aligned table. A secret the server returns once (a new API key or enrollment
@@ -16,23 +16,23 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use coffer_sdk::{
-    Agent, ApiKey, Client, CreatedApiKey, Credential, EnrollmentToken, ExposeSecret, Member,
-    NewApiKey, Org, OrgId, SecretBox, SecretSlice,
+    Agent, ApiKey, Client, CreatedApiKey, Credential, EnrollmentToken, ExposeSecret, KeyCoverage,
+    MasterKeyRotation, Member, NewApiKey, Org, OrgId, RotationState, SecretBox, SecretSlice,
 };
 use serde::Serialize;
 use serde_json::json;
 
 use crate::cli::{
     AgentCommand, ApiKeyCommand, Command, ConnectArgs, CredentialCommand, DiagCommand,
-    EnrollmentTokenCommand, OrgCommand, OrgKeyCommand, OutputArgs, TokenCommand, UserCommand,
-    ValueArgs,
+    EnrollmentTokenCommand, MasterKeyCommand, OrgCommand, OrgKeyCommand, OutputArgs, TokenCommand,
+    UserCommand, ValueArgs,
 };
 
 /// The largest credential value the server accepts (64 KiB).
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `agent`,
-/// `credential`, `org-key`, `diag`.
+/// `credential`, `org-key`, `master-key`, `diag`.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Org {
@@ -70,6 +70,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             output,
             command,
         } => org_key(&connect, output, command).await,
+        Command::MasterKey {
+            connect,
+            output,
+            command,
+        } => master_key(&connect, output, command).await,
         Command::Diag {
             connect,
             command: DiagCommand::RoundTrip { note, timeout },
@@ -521,6 +526,95 @@ async fn org_key(
     }
 }
 
+/// `coffer master-key …`. These act on the platform, whatever `--org` says: the server checks
+/// the key is a platform owner's or admin's.
+async fn master_key(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: MasterKeyCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let master_keys = client.master_keys();
+    match command {
+        MasterKeyCommand::Rotate { to, reason, wait } => {
+            let mut rotation = master_keys
+                .rotate(&to, &reason)
+                .await
+                .context("start the master-key rotation")?;
+            if wait {
+                rotation = follow_rotation(&client, rotation, output).await?;
+            }
+            print(output, &rotation, || rotation_table(&rotation))
+        }
+        MasterKeyCommand::Status => {
+            let rotation = master_keys
+                .rotation()
+                .await
+                .context("get the master-key rotation")?;
+            print(output, &rotation, || rotation_table(&rotation))
+        }
+        MasterKeyCommand::Coverage => {
+            let coverage = master_keys
+                .coverage()
+                .await
+                .context("get the key coverage")?;
+            let not_under = coverage.not_under(&coverage.current_key_id);
+            if output.json {
+                return print_json(&json!({
+                    "current_key_id": coverage.current_key_id,
+                    "entries": coverage.entries,
+                    "not_under_current": not_under,
+                }));
+            }
+            print!("{}", coverage_table(&coverage));
+            println!(
+                "{not_under} wrapped keys are not under the current master key ({})",
+                coverage.current_key_id
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `master-key rotate --wait`: polls every second until `rotation` completes, printing
+/// `rewrapped N, remaining M` whenever that changes, on stdout, or on stderr with `--json` so
+/// stdout stays one JSON document. No deadline: a large rotation takes as long as KMS needs,
+/// and interrupting only stops following it.
+async fn follow_rotation(
+    client: &Client,
+    mut rotation: MasterKeyRotation,
+    output: OutputArgs,
+) -> anyhow::Result<MasterKeyRotation> {
+    let number = rotation.number;
+    let mut shown = None;
+    loop {
+        anyhow::ensure!(
+            rotation.state != RotationState::None,
+            "the server reports no master-key rotation"
+        );
+        let progress = (rotation.rewrapped, rotation.remaining);
+        if shown != Some(progress) {
+            let line = format!("rewrapped {}, remaining {}", progress.0, progress.1);
+            if output.json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            shown = Some(progress);
+        }
+        // A later rotation starts only once this one has completed.
+        if rotation.state == RotationState::Completed || rotation.number != number {
+            return Ok(rotation);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rotation = client
+            .master_keys()
+            .rotation()
+            .await
+            .context("get the master-key rotation")?;
+    }
+}
+
 /// `coffer diag round-trip`: prints each stage as the probe reaches it.
 async fn diag_round_trip(args: &ConnectArgs, note: &str, timeout: Duration) -> anyhow::Result<()> {
     let client = connect(args).await?;
@@ -747,6 +841,44 @@ fn credentials_table(credentials: &[Credential]) -> Table {
             time(c.updated_at),
             c.kms_key_id.clone(),
             c.vault_ref.clone(),
+        ]);
+    }
+    table
+}
+
+fn rotation_table(r: &MasterKeyRotation) -> Table {
+    let mut table = Table::new([
+        "ROTATION",
+        "STATE",
+        "TO KEY",
+        "PENDING AT START",
+        "REWRAPPED",
+        "REMAINING",
+        "CURRENT KEY",
+        "REASON",
+    ]);
+    let started = r.state != RotationState::None;
+    let or_dash = |text: String| if started { text } else { "-".to_owned() };
+    table.row([
+        or_dash(r.number.to_string()),
+        r.state.to_string(),
+        or_dash(r.to_key_id.clone()),
+        r.pending_at_start.to_string(),
+        r.rewrapped.to_string(),
+        r.remaining.to_string(),
+        r.current_key_id.clone(),
+        or_dash(r.reason.clone()),
+    ]);
+    table
+}
+
+fn coverage_table(coverage: &KeyCoverage) -> Table {
+    let mut table = Table::new(["PURPOSE", "KMS KEY ID", "WRAPPED KEYS"]);
+    for e in &coverage.entries {
+        table.row([
+            e.purpose.to_string(),
+            e.kms_key_id.clone(),
+            e.wrapped_keys.to_string(),
         ]);
     }
     table

@@ -32,6 +32,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Agent { .. }
         | Command::Credential { .. }
         | Command::OrgKey { .. }
+        | Command::MasterKey { .. }
         | Command::Diag { .. }) => {
             let _telemetry = client_telemetry();
             Box::pin(coffer_server::client::run(command)).await
@@ -148,6 +149,7 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
         | Command::Agent { .. }
         | Command::Credential { .. }
         | Command::OrgKey { .. }
+        | Command::MasterKey { .. }
         | Command::Diag { .. }
         | Command::Admin { .. } => {
             unreachable!("handled before loading server config")

@@ -580,6 +580,149 @@ async fn the_cli_stores_credentials_from_stdin_or_a_file_never_prints_them_and_e
 }
 
 #[tokio::test]
+async fn the_cli_shows_master_key_coverage_and_rotates_onto_the_configured_master_key_waiting_for_it()
+ {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let platform = app.platform_key.clone();
+    stdout(
+        &coffer_with_stdin(
+            &app,
+            &acme.owner_key,
+            &["credential", "create", "prod/db", "--purpose", "database"],
+            b"a value",
+        )
+        .await,
+    );
+
+    // Coverage as a table, once the org's age key is generated, then as JSON.
+    let table = coffer_testkit::eventually(
+        "the org key is generated",
+        Duration::from_secs(10),
+        || async {
+            let table = stdout(&coffer(&app, &platform, &["master-key", "coverage"]).await);
+            table.contains("org_age_key").then_some(table)
+        },
+    )
+    .await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("PURPOSE"), "{table}");
+    let rows: Vec<Vec<&str>> = lines[1..3]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["credential_dek", "test-master", "1"],
+            ["org_age_key", "test-master", "1"]
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        lines[3],
+        "0 wrapped keys are not under the current master key (test-master)"
+    );
+    let coverage = json(&app, &platform, &["master-key", "coverage"]).await;
+    assert_eq!(
+        (&coverage["current_key_id"], &coverage["not_under_current"]),
+        (&"test-master".into(), &0.into())
+    );
+    assert_eq!(
+        coverage["entries"][0],
+        serde_json::json!({
+            "purpose": "credential_dek",
+            "kms_key_id": "test-master",
+            "wrapped_keys": 1,
+        })
+    );
+    let status = json(&app, &platform, &["master-key", "status"]).await;
+    assert_eq!(
+        (&status["state"], &status["current_key_id"]),
+        (&"none".into(), &"test-master".into())
+    );
+
+    // Not onto a key the server is not configured with.
+    let out = coffer(
+        &app,
+        &platform,
+        &["master-key", "rotate", "--to", "other-key", "--reason", "r"],
+    )
+    .await;
+    let line = failure_line(&out);
+    assert!(
+        line.starts_with("coffer: start the master-key rotation: failed precondition")
+            && line.contains("test-master"),
+        "{line}"
+    );
+
+    // Onto the configured key, following it to the end.
+    let out = stdout(
+        &coffer(
+            &app,
+            &platform,
+            &[
+                "master-key",
+                "rotate",
+                "--to",
+                "test-master",
+                "--reason",
+                "r",
+                "--wait",
+            ],
+        )
+        .await,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() >= 3 && lines[0] == "rewrapped 0, remaining 0",
+        "{out}"
+    );
+    assert!(lines[lines.len() - 2].starts_with("ROTATION"), "{out}");
+    assert_eq!(
+        lines[lines.len() - 1]
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "1",
+            "completed",
+            "test-master",
+            "0",
+            "0",
+            "0",
+            "test-master",
+            "r"
+        ],
+        "{out}"
+    );
+    let status = json(&app, &platform, &["master-key", "status"]).await;
+    assert_eq!(
+        (
+            &status["state"],
+            &status["number"],
+            &status["to_key_id"],
+            &status["reason"],
+            &status["remaining"]
+        ),
+        (
+            &"completed".into(),
+            &1.into(),
+            &"test-master".into(),
+            &"r".into(),
+            &0.into()
+        )
+    );
+
+    // A customer org's owner is told the platform's key does not exist for them.
+    let out = coffer(&app, &acme.owner_key, &["master-key", "status"]).await;
+    assert!(
+        failure_line(&out).starts_with("coffer: get the master-key rotation: not found"),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
 async fn the_cli_shows_an_access_token_only_when_asked() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coffer_sdk::{
     ApiKeyId, Client, ClientOptions, Code, CredentialId, Error, ExposeSecret, NewApiKey, OrgId,
-    Purpose, RetryPolicy, Role, SecretSlice, UserId,
+    Purpose, RetryPolicy, Role, RotationState, SecretSlice, UserId, WrappedKeyPurpose,
 };
 use coffer_testkit::eventually;
 use tokio::net::{TcpListener, TcpStream};
@@ -420,6 +420,110 @@ async fn the_sdk_manages_credentials_reads_the_org_recipient_and_only_owners_exp
         !format!("{exported:?}").contains(&identity[16..]),
         "Debug redacts the identity"
     );
+}
+
+#[tokio::test]
+async fn the_sdk_reports_master_key_coverage_and_rotates_only_onto_the_configured_master_key() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let acme_owner = owner(&app, &acme).await;
+    let value = SecretSlice::from(b"correct horse battery staple".to_vec());
+    for name in ["prod/orders-db", "prod/users-db"] {
+        acme_owner
+            .credentials()
+            .create(acme.org, name, Purpose::Database, &value)
+            .await
+            .unwrap();
+    }
+    eventually("the org key is generated", Duration::from_secs(10), || {
+        let client = acme_owner.clone();
+        async move { client.org_keys().recipient(acme.org).await.ok() }
+    })
+    .await;
+
+    // Coverage: every wrapped key is under the configured master key.
+    let platform = connect(&app, &app.platform_key).await;
+    let master_keys = platform.master_keys();
+    let coverage = master_keys.coverage().await.unwrap();
+    assert_eq!(coverage.current_key_id, "test-master");
+    let entries: Vec<(WrappedKeyPurpose, &str, u64)> = coverage
+        .entries
+        .iter()
+        .map(|e| (e.purpose, e.kms_key_id.as_str(), e.wrapped_keys))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (WrappedKeyPurpose::CredentialDek, "test-master", 2),
+            (WrappedKeyPurpose::OrgAgeKey, "test-master", 1)
+        ]
+    );
+    assert_eq!(coverage.not_under("test-master"), 0);
+    assert_eq!(coverage.not_under("other-key"), 3);
+    let none = master_keys.rotation().await.unwrap();
+    assert_eq!(
+        (none.state, none.number, none.current_key_id.as_str()),
+        (RotationState::None, 0, "test-master")
+    );
+
+    // Only onto the key the server is configured with, and never without a reason.
+    let err = master_keys
+        .rotate("other-key", "yearly rotation")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains("test-master"), "{err}");
+    let err = master_keys.rotate("test-master", " ").await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert_eq!(
+        master_keys.rotation().await.unwrap().state,
+        RotationState::None
+    );
+
+    // Onto the configured key: nothing to move, so it completes with nothing remaining.
+    let started = master_keys
+        .rotate("test-master", "yearly rotation")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            started.number,
+            started.to_key_id.as_str(),
+            started.reason.as_str(),
+            started.pending_at_start
+        ),
+        (1, "test-master", "yearly rotation", 0)
+    );
+    assert_ne!(started.state, RotationState::None);
+    let done = eventually(
+        "the rotation completes",
+        Duration::from_secs(10),
+        || async {
+            let rotation = master_keys.rotation().await.unwrap();
+            (rotation.state == RotationState::Completed).then_some(rotation)
+        },
+    )
+    .await;
+    assert_eq!(
+        (done.number, done.rewrapped, done.remaining),
+        (1, 0, 0),
+        "{done:?}"
+    );
+    assert_eq!(master_keys.coverage().await.unwrap(), coverage);
+
+    // A customer org's owner does not see the platform's master key at all.
+    let customer = acme_owner.master_keys();
+    for err in [
+        customer.coverage().await.unwrap_err(),
+        customer.rotation().await.unwrap_err(),
+        customer
+            .rotate("test-master", "yearly rotation")
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    }
+    assert_eq!(master_keys.rotation().await.unwrap().number, 1);
 }
 
 /// The `kid` in a JWT's header.
