@@ -20,6 +20,8 @@ pub struct Budget {
     deadline: Instant,
     limit: u64,
     claimed: AtomicU64,
+    /// Most operations any one writer may do.
+    per_writer: u64,
 }
 
 impl Budget {
@@ -29,7 +31,15 @@ impl Budget {
             deadline: Instant::now() + duration,
             limit: ops,
             claimed: AtomicU64::new(0),
+            per_writer: u64::MAX,
         }
+    }
+
+    /// The same budget, each writer stopping after `ops` operations of its own: for operations
+    /// that use up something made for one writer beforehand (a job ticket names one agent).
+    pub fn per_writer(mut self, ops: u64) -> Self {
+        self.per_writer = ops;
+        self
     }
 
     /// Takes one operation from the budget; `false` once it is spent or time is up.
@@ -98,7 +108,7 @@ where
         tasks.spawn(async move {
             let mut latency = latency_histogram();
             let mut ops = 0u64;
-            while budget.claim() {
+            while ops < budget.per_writer && budget.claim() {
                 let t = Instant::now();
                 op().await?;
                 latency.saturating_record(micros(t.elapsed()));
@@ -349,6 +359,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_writer_stops_at_its_own_limit_and_the_others_go_on() {
+        let budget = Budget::new(100, Duration::from_secs(60)).per_writer(3);
+        let run = closed_loop(4, budget, |_| || async { Ok(()) })
+            .await
+            .unwrap();
+        assert_eq!(run.ops, 12);
+        let budget = Budget::new(5, Duration::from_secs(60)).per_writer(3);
+        let run = closed_loop(4, budget, |_| || async { Ok(()) })
+            .await
+            .unwrap();
+        assert_eq!(run.ops, 5);
+    }
 
     #[test]
     fn rounds_split_every_operation_once() {

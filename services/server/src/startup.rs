@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use coffer_db::Database;
 use coffer_eventstore::{Consumer, Relay};
+use coffer_kms::Kms;
 use coffer_proto::credentials::v1::{
     credential_service_server::CredentialServiceServer,
     master_key_service_server::MasterKeyServiceServer, org_key_service_server::OrgKeyServiceServer,
@@ -150,6 +151,26 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 impl Application {
     /// Runs the boot checks and wires the targets. Fails with one clear [`BootError`].
     pub async fn build(config: Config, targets: &[Target]) -> Result<Self, BootError> {
+        Box::pin(Self::boot(config, targets, None)).await
+    }
+
+    /// [`Application::build`], wrapping keys with `kms` instead of the provider `config.kms`
+    /// names (which is then not opened). For harnesses that need a KMS no configuration can
+    /// name: `cargo xtask bench credentials` measures release against a pass-through KMS that
+    /// lives only in the benchmark. `coffer serve` always goes through `build`.
+    pub async fn build_with_kms(
+        config: Config,
+        targets: &[Target],
+        kms: Arc<dyn Kms>,
+    ) -> Result<Self, BootError> {
+        Box::pin(Self::boot(config, targets, Some(kms))).await
+    }
+
+    async fn boot(
+        config: Config,
+        targets: &[Target],
+        given_kms: Option<Arc<dyn Kms>>,
+    ) -> Result<Self, BootError> {
         let wants = |t: Target| targets.iter().any(|x| x.includes(t));
 
         let nats = async_nats::ConnectOptions::new()
@@ -172,9 +193,11 @@ impl Application {
                 reason: e.to_string(),
             })?;
 
-        let kms = match &config.kms {
-            Some(kms) => Some(coffer_kms::from_config(kms).await.map_err(BootError::Kms)?),
-            None => None,
+        // Opened where `build` always opened it, so the boot checks keep their order.
+        let kms = match (given_kms, &config.kms) {
+            (Some(kms), _) => Some(kms),
+            (None, Some(kms)) => Some(coffer_kms::from_config(kms).await.map_err(BootError::Kms)?),
+            (None, None) => None,
         };
         let revocations = Revocations::open(&js, &config.auth.revocation_bucket)
             .await
