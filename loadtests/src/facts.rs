@@ -87,3 +87,26 @@ impl PostgresFacts {
         })
     }
 }
+
+/// Prints what every benchmark says about where it runs, after its own first line: the host's
+/// CPUs and load at the start and, where commits skip the disk, a note saying so.
+/// `ratios_shared_by` is for benchmarks that report ratios to references measured in the same
+/// run: what shares the host (`"client and server"`).
+pub fn print_host(host: &HostLoad, postgres: &PostgresFacts, ratios_shared_by: Option<&str>) {
+    match ratios_shared_by {
+        Some(sharers) => println!(
+            "host: {} cpus, load average {} at start (other work on the host skews every figure, \
+             the ratios much less); {sharers} share it",
+            host.cpus, host.load_average
+        ),
+        None => println!(
+            "host: {} cpus, load average {} at start (other work on the host skews every figure)",
+            host.cpus, host.load_average
+        ),
+    }
+    if postgres.commits_skip_the_disk() {
+        println!(
+            "note: commits do not wait for the disk here; figures measure CPU and round trips"
+        );
+    }
+}

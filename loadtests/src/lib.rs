@@ -4,15 +4,19 @@
 //!
 //! This library holds what the benchmarks share: a small event-sourced service of their own
 //! ([`meter`], with its migrations in `loadtests/migrations/`), load generators ([`load`]),
-//! the facts printed about where a run happened ([`facts`]) and the arithmetic and layout of
-//! reporting ([`report`]).
+//! the facts printed about where a run happened ([`facts`]), the arithmetic and layout of
+//! reporting ([`report`]) and a real `coffer` server booted in-process with the clients' side of
+//! authenticating to it ([`server`]).
 
 pub mod facts;
 pub mod load;
 pub mod meter;
 pub mod report;
+pub mod server;
 
+use anyhow::Context as _;
 use coffer_db::{Schema, ServiceName};
+use coffer_telemetry::{TelemetryConfig, TelemetryGuard};
 use coffer_testkit::TestDb;
 
 /// The benchmarks' own service: schema `coffer_bench`, roles `coffer_bench` and
@@ -27,6 +31,17 @@ pub const SCHEMAS: &[Schema] = &[Schema {
     service: SERVICE,
     migrators: &[&coffer_eventstore::MIGRATOR, &BENCH_MIGRATOR],
 }];
+
+/// Installs a benchmark's telemetry: warnings reach stderr, and real trace contexts (as a
+/// service has) end up in every event and outbox row. Hold the guard for the life of `main`.
+pub fn init_telemetry() -> anyhow::Result<TelemetryGuard> {
+    coffer_telemetry::init(&TelemetryConfig {
+        filter: "warn".to_owned(),
+        service_name: "coffer-bench".to_owned(),
+        ..TelemetryConfig::default()
+    })
+    .context("initialise telemetry")
+}
 
 /// Drops a benchmark's database, forcing off any connection still open; a failure only leaves
 /// it behind, with a warning.

@@ -31,7 +31,6 @@
 //! Output: progress lines, a table, then one line of JSON for CI. Exits non-zero if a release
 //! failed or a server's database does not hold one `CredentialsReleased` event per release.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -40,40 +39,27 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use coffer_auth::ticket::{self, JobTicket};
 use coffer_auth::token::{Jwks, Signer};
-use coffer_eventstore::{BusConfig, RelayConfig};
-use coffer_kms::{
-    AwsConfig, DATA_KEY_LEN, DataKey, EncryptionContext, KeyId, Kms, KmsConfig, LocalConfig,
-    LocalKms, WrappedKey,
-};
-use coffer_loadtests::facts::{HostLoad, PostgresFacts};
+use coffer_kms::{DATA_KEY_LEN, DataKey, EncryptionContext, KeyId, Kms, WrappedKey};
+use coffer_loadtests::facts::{HostLoad, PostgresFacts, print_host};
 use coffer_loadtests::load::{self, Budget};
 use coffer_loadtests::report::{Align, Percentiles, Table, human_ms, per_second, round2};
+use coffer_loadtests::server::{BenchServer, ServerKms, authed, exchange};
 use coffer_proto::credentials::v1::{
     CreateCredentialRequest, ReleaseCredentialsRequest,
     credential_service_client::CredentialServiceClient,
     release_service_client::ReleaseServiceClient,
 };
 use coffer_proto::enrollment::v1::{
-    CreateEnrollmentTokenRequest, CreateOrgRequest, EnrollRequest, ExchangeRequest,
-    agent_service_client::AgentServiceClient,
+    CreateEnrollmentTokenRequest, EnrollRequest, agent_service_client::AgentServiceClient,
     enrollment_token_service_client::EnrollmentTokenServiceClient,
-    org_service_client::OrgServiceClient, token_service_client::TokenServiceClient,
 };
-use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig, PkiConfig, TlsConfig};
-use coffer_server::startup::{Application, Target};
-use coffer_telemetry::TelemetryConfig;
-use coffer_testkit::TestDb;
 use coffer_types::{AgentId, OrgId};
 use rand::RngCore as _;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret as _, SecretBox, SecretSlice};
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Identity};
 
 /// Credential release benchmark: releases/s, p50 and p99 with the local and the aws KMS
 /// provider, each against the same path with a pass-through KMS.
@@ -143,47 +129,33 @@ const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
-    let _telemetry = coffer_telemetry::init(&TelemetryConfig {
-        filter: "warn".to_owned(),
-        service_name: "coffer-bench".to_owned(),
-        ..TelemetryConfig::default()
-    })
-    .context("initialise telemetry")?;
+    let _telemetry = coffer_loadtests::init_telemetry()?;
 
     let postgres = PostgresFacts::read().await?;
     let host = HostLoad::now();
     let aws_key = create_aws_master_key().await?;
     let mut servers = Vec::with_capacity(Provider::ALL.len());
     for provider in Provider::ALL {
-        match Box::pin(Server::start(provider, &aws_key)).await {
-            Ok(server) => servers.push(server),
+        match Box::pin(BenchServer::start(provider.kms(&aws_key))).await {
+            Ok(server) => servers.push((provider, server)),
             Err(e) => {
-                for server in servers {
+                for (_, server) in servers {
                     server.stop().await;
                 }
                 return Err(e.context(format!("boot the {} server", provider.name())));
             }
         }
     }
-    let db_pool = servers[0].db_pool;
+    let db_pool = servers[0].1.db_pool;
     println!(
         "credentials bench: {} coffer servers in-process (production wiring, TLS, database pool \
          of {db_pool} connections each), {}",
         servers.len(),
         postgres.line()
     );
-    println!(
-        "host: {} cpus, load average {} at start (other work on the host skews every figure, \
-         the ratios much less); clients and servers share it",
-        host.cpus, host.load_average
-    );
-    if postgres.commits_skip_the_disk() {
-        println!(
-            "note: commits do not wait for the disk here; figures measure CPU and round trips"
-        );
-    }
+    print_host(&host, &postgres, Some("clients and servers"));
     let outcome = Box::pin(run(&args, &servers)).await;
-    for server in servers {
+    for (_, server) in servers {
         server.stop().await;
     }
     let cases = outcome?;
@@ -313,6 +285,17 @@ impl Provider {
             Provider::Aws => "aws",
         }
     }
+
+    /// The KMS a server with this provider boots with; `aws_key` is the emulator's master key.
+    fn kms(self, aws_key: &str) -> ServerKms {
+        match self {
+            Provider::PassThrough => ServerKms::Given(Arc::new(PassThroughKms::new())),
+            Provider::Local => ServerKms::Local,
+            Provider::Aws => ServerKms::Aws {
+                key_id: aws_key.to_owned(),
+            },
+        }
+    }
 }
 
 /// A KMS that protects nothing: a wrapped key is the key itself, and the encryption context is
@@ -410,246 +393,46 @@ async fn create_aws_master_key() -> anyhow::Result<String> {
 // ---------------------------------------------------------------------------------------------
 // The servers under test.
 
-/// A server running in-process on its own database, bus and KMS key.
-struct Server {
-    provider: Provider,
-    addr: SocketAddr,
-    db: TestDb,
-    js: async_nats::jetstream::Context,
-    bus: BusConfig,
-    auth: AuthConfig,
-    db_pool: u32,
-    /// The server's development certificate (PEM), which clients trust.
-    ca_pem: String,
-    /// The platform owner's API key from the initialisation. Never printed.
-    platform_key: String,
-    _kms_dir: tempfile::TempDir,
-    _tls_dir: tempfile::TempDir,
-    stop: oneshot::Sender<()>,
-    serving: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    /// Boots the server as `coffer serve` would after `coffer admin init`, with `provider`.
-    async fn start(provider: Provider, aws_key: &str) -> anyhow::Result<Self> {
-        let db = TestDb::migrated(coffer_server::SCHEMAS).await;
-        let (_client, js, bus) = coffer_testkit::bus().await;
-        let kms_dir = tempfile::tempdir().context("create the KMS key directory")?;
-        let tls_dir = tempfile::tempdir().context("create the TLS directory")?;
-        let kms_config = match provider {
-            Provider::PassThrough => None,
-            Provider::Local => {
-                let key_id = KeyId::new("bench-master");
-                LocalKms::create_key(kms_dir.path(), &key_id)
-                    .context("create the local master key")?;
-                Some(KmsConfig::Local(LocalConfig {
-                    key_dir: kms_dir.path().to_path_buf(),
-                    key_id,
-                }))
-            }
-            Provider::Aws => Some(KmsConfig::Aws(AwsConfig {
-                endpoint: Some(coffer_testkit::kms_endpoint()),
-                ..AwsConfig::new(aws_key)
-            })),
-        };
-        // The platform is initialised with its own client of the same KMS, as `coffer admin
-        // init` is; the pass-through one holds no state, so both sides agree.
-        let kms: Arc<dyn Kms> = match &kms_config {
-            Some(config) => coffer_kms::from_config(config)
-                .await
-                .context("open the KMS")?,
-            None => Arc::new(PassThroughKms::new()),
-        };
-        let cert_file = tls_dir.path().join("server.pem");
-        let config = Config {
-            database: db.config.clone(),
-            nats: NatsConfig {
-                url: coffer_testkit::nats_url(),
-                connect_timeout: Duration::from_secs(5),
-                bus: bus.clone(),
-            },
-            grpc: GrpcConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                tls: Some(TlsConfig {
-                    cert_file: cert_file.clone(),
-                    key_file: tls_dir.path().join("server.key"),
-                    generate_dev_certificate: true,
-                }),
-            },
-            kms: kms_config,
-            telemetry: TelemetryConfig::default(),
-            relay: RelayConfig::default(),
-            auth: AuthConfig {
-                revocation_bucket: coffer_testkit::unique("BENCH_REVOKED"),
-                keys_bucket: coffer_testkit::unique("BENCH_KEYS"),
-                ..AuthConfig::default()
-            },
-            pki: PkiConfig::default(),
-            credentials: Default::default(),
-        };
-        config.validate().context("validate the server config")?;
-        let pki = config.pki.settings().context("pki settings")?;
-        let created = Box::pin(coffer_enrollment::app::init_platform(
-            db.service(coffer_enrollment::SERVICE).await,
-            kms.clone(),
-            pki,
-            "root@platform.bench",
-        ))
-        .await
-        .context("initialise the platform")?;
-        let platform_key = created.owner_api_key.secret.expose().to_owned();
-        let auth = config.auth.clone();
-        let db_pool = config.database.max_connections;
-        // Local and aws boot exactly as `coffer serve` does; only the reference needs the hook.
-        let app = match provider {
-            Provider::PassThrough => {
-                Box::pin(Application::build_with_kms(config, &[Target::All], kms)).await
-            }
-            Provider::Local | Provider::Aws => {
-                Box::pin(Application::build(config, &[Target::All])).await
-            }
-        }
-        .context("boot the server")?;
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        let ca_pem = std::fs::read_to_string(&cert_file)
-            .context("read the server's development certificate")?;
-        Ok(Self {
-            provider,
-            addr,
-            db,
-            js,
-            bus,
-            auth,
-            db_pool,
-            ca_pem,
-            platform_key,
-            _kms_dir: kms_dir,
-            _tls_dir: tls_dir,
-            stop,
-            serving,
-        })
-    }
-
-    /// A new connection (its own HTTP/2 connection and TLS session), presenting `identity` if
-    /// given.
-    async fn connect(&self, identity: Option<Identity>) -> anyhow::Result<Channel> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name("localhost");
-        if let Some(identity) = identity {
-            tls = tls.identity(identity);
-        }
-        Endpoint::from_shared(format!("https://{}", self.addr))
-            .context("server url")?
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .tls_config(tls)
-            .context("client TLS config")?
-            .connect()
-            .await
-            .context("connect to the server")
-    }
-
-    /// Waits until the relays have published every event the server has written, so the next
-    /// round starts on an idle server.
-    async fn drained(&self) -> anyhow::Result<()> {
-        let su = self.db.superuser().await;
-        let deadline = Instant::now() + SETUP_DEADLINE;
-        let result = loop {
-            let pending = sqlx::query_scalar::<_, i64>(
-                "SELECT (SELECT count(*) FROM coffer_credentials.outbox)
-                      + (SELECT count(*) FROM coffer_enrollment.outbox)",
-            )
-            .fetch_one(&su)
-            .await
-            .context("count unpublished events");
-            match pending {
-                Ok(0) => break Ok(()),
-                Ok(n) if Instant::now() >= deadline => {
-                    break Err(anyhow::anyhow!(
-                        "{n} events still unpublished after {}",
-                        humantime::format_duration(SETUP_DEADLINE)
-                    ));
-                }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => break Err(e),
-            }
-        };
-        su.close().await;
-        result
-    }
-
-    /// Counts the `CredentialsReleased` events in the server's database.
-    async fn releases_recorded(&self) -> anyhow::Result<i64> {
-        let su = self.db.superuser().await;
-        let count = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM coffer_credentials.events WHERE event_type = 'CredentialsReleased'",
+/// Waits until the relays have published every event `server` has written, so the next round
+/// starts on an idle server.
+async fn drained(server: &BenchServer) -> anyhow::Result<()> {
+    let su = server.db.superuser().await;
+    let deadline = Instant::now() + SETUP_DEADLINE;
+    let result = loop {
+        let pending = sqlx::query_scalar::<_, i64>(
+            "SELECT (SELECT count(*) FROM coffer_credentials.outbox)
+                  + (SELECT count(*) FROM coffer_enrollment.outbox)",
         )
         .fetch_one(&su)
         .await
-        .context("count CredentialsReleased events");
-        su.close().await;
-        count
-    }
-
-    /// Stops the server and removes everything the run created; failures only warn.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        match tokio::time::timeout(Duration::from_secs(10), self.serving).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the server stopped with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the server task failed"),
-            Err(_) => tracing::warn!("the server did not stop within 10 s"),
-            Ok(Ok(Ok(()))) => {}
-        }
-        coffer_loadtests::drop_database(&self.db).await;
-        for stream in [&self.bus.stream, &self.bus.dlq_stream] {
-            if let Err(e) = self.js.delete_stream(stream).await {
-                tracing::warn!(%stream, error = %e, "could not delete a benchmark stream");
+        .context("count unpublished events");
+        match pending {
+            Ok(0) => break Ok(()),
+            Ok(n) if Instant::now() >= deadline => {
+                break Err(anyhow::anyhow!(
+                    "{n} events still unpublished after {}",
+                    humantime::format_duration(SETUP_DEADLINE)
+                ));
             }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => break Err(e),
         }
-        for bucket in [&self.auth.revocation_bucket, &self.auth.keys_bucket] {
-            if let Err(e) = self.js.delete_key_value(bucket).await {
-                tracing::warn!(%bucket, error = %e, "could not delete a benchmark bucket");
-            }
-        }
-    }
+    };
+    su.close().await;
+    result
 }
 
-/// Adds `authorization: Bearer <token>` to every request. Deliberately not `Debug`.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Authed = InterceptedService<Channel, Bearer>;
-
-async fn authed(channel: &Channel, api_key: &str) -> anyhow::Result<Authed> {
-    let token = TokenServiceClient::new(channel.clone())
-        .exchange(ExchangeRequest {
-            api_key: api_key.to_owned(),
-        })
-        .await
-        .context("exchange an API key")?
-        .into_inner()
-        .access_token;
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .context("an access token is ASCII")?;
-    Ok(InterceptedService::new(channel.clone(), Bearer(bearer)))
+/// Counts the `CredentialsReleased` events in `server`'s database.
+async fn releases_recorded(server: &BenchServer) -> anyhow::Result<i64> {
+    let su = server.db.superuser().await;
+    let count = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM coffer_credentials.events WHERE event_type = 'CredentialsReleased'",
+    )
+    .fetch_one(&su)
+    .await
+    .context("count CredentialsReleased events");
+    su.close().await;
+    count
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -657,7 +440,8 @@ async fn authed(channel: &Channel, api_key: &str) -> anyhow::Result<Authed> {
 
 /// A server set up for releases: its org, credentials and enrolled agents.
 struct Fleet<'s> {
-    server: &'s Server,
+    provider: Provider,
+    server: &'s BenchServer,
     org: OrgId,
     /// Each credential's vault reference and value, in the order tickets name them.
     vault: Arc<Vec<(String, Vec<u8>)>>,
@@ -673,30 +457,14 @@ struct Fleet<'s> {
 }
 
 /// An org with the two credentials and `agents` enrolled agents, each on its own connection.
-async fn set_up<'s>(server: &'s Server, agents: usize) -> anyhow::Result<Fleet<'s>> {
+async fn set_up<'s>(
+    provider: Provider,
+    server: &'s BenchServer,
+    agents: usize,
+) -> anyhow::Result<Fleet<'s>> {
     let admin = server.connect(None).await?;
-    let created = OrgServiceClient::new(authed(&admin, &server.platform_key).await?)
-        .create_org(CreateOrgRequest {
-            name: "Bench".to_owned(),
-            owner_email: "owner@bench.test".to_owned(),
-        })
-        .await
-        .context("create the benchmark org")?
-        .into_inner();
-    let org: OrgId = created
-        .org
-        .context("CreateOrg returns the org")?
-        .org_id
-        .parse()
-        .context("parse the org id")?;
-    let owner = authed(
-        &admin,
-        &created
-            .owner_api_key
-            .context("CreateOrg returns an owner API key")?
-            .secret,
-    )
-    .await?;
+    let (org, owner_key) = server.create_org(&admin).await?;
+    let owner = authed(admin.clone(), &exchange(&admin, &owner_key).await?)?;
 
     let mut credentials = CredentialServiceClient::new(owner.clone());
     let mut vault = Vec::with_capacity(CREDENTIALS.len());
@@ -753,6 +521,7 @@ async fn set_up<'s>(server: &'s Server, agents: usize) -> anyhow::Result<Fleet<'
         enrolled.push((id, channel));
     }
     Ok(Fleet {
+        provider,
         server,
         org,
         vault: Arc::new(vault),
@@ -1004,24 +773,24 @@ impl Case {
     }
 }
 
-async fn run(args: &Args, servers: &[Server]) -> anyhow::Result<Vec<Case>> {
+async fn run(args: &Args, servers: &[(Provider, BenchServer)]) -> anyhow::Result<Vec<Case>> {
     // Scheduling's stand-in: one Ed25519 key, published on every server.
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let signer = Arc::new(Signer::from_seed(&seed).context("make the ticket key")?);
 
     let mut fleets = Vec::with_capacity(servers.len());
-    for server in servers {
-        let mut fleet = Box::pin(set_up(server, args.agents)).await?;
+    for (provider, server) in servers {
+        let mut fleet = Box::pin(set_up(*provider, server, args.agents)).await?;
         fleet.untimed += publish_ticket_key(&signer, &fleet).await?;
         let warm_up = sign_tickets(&signer, &fleet, args.agents, args.warmup).await?;
         let (warm, _) = releases(&fleet, warm_up, SETUP_DEADLINE).await?;
         fleet.untimed += warm.ops;
-        server.drained().await?;
+        drained(server).await?;
         println!(
             "setup: {}: org {}, {} credentials, {} agents enrolled on their own mTLS \
              connections, ticket key followed, {} warm-up releases",
-            server.provider.name(),
+            provider.name(),
             fleet.org,
             fleet.vault.len(),
             fleet.agents.len(),
@@ -1037,15 +806,15 @@ async fn run(args: &Args, servers: &[Server]) -> anyhow::Result<Vec<Case>> {
         for k in 0..fleets.len() {
             let fleet = &mut fleets[(r as usize + k) % servers.len()];
             let tickets = sign_tickets(&signer, fleet, args.agents, per_agent).await?;
-            let (run, used_up) = releases(fleet, tickets, round).await.with_context(|| {
-                format!("release with the {} KMS", fleet.server.provider.name())
-            })?;
+            let (run, used_up) = releases(fleet, tickets, round)
+                .await
+                .with_context(|| format!("release with the {} KMS", fleet.provider.name()))?;
             let rate = per_second(run.ops, run.elapsed);
-            line.push(format!("{} {rate:.0}/s", fleet.server.provider.key()));
+            line.push(format!("{} {rate:.0}/s", fleet.provider.key()));
             fleet.round_rates.push(rate);
             fleet.measured.absorb(run);
             fleet.used_up += used_up;
-            fleet.server.drained().await?;
+            drained(fleet.server).await?;
         }
         println!("round {}/{}: {}", r + 1, args.rounds, line.join(", "));
     }
@@ -1054,10 +823,10 @@ async fn run(args: &Args, servers: &[Server]) -> anyhow::Result<Vec<Case>> {
     for fleet in fleets {
         let check = Check {
             released: fleet.untimed + fleet.measured.ops,
-            events: fleet.server.releases_recorded().await?,
+            events: releases_recorded(fleet.server).await?,
         };
         cases.push(Case {
-            provider: fleet.server.provider,
+            provider: fleet.provider,
             ops: fleet.measured.ops,
             elapsed: fleet.measured.elapsed,
             latency: Percentiles::of(&fleet.measured.latency),

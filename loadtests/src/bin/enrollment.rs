@@ -35,7 +35,6 @@
 //! Output: progress lines, a table, then one line of JSON for CI. Exits non-zero if an
 //! operation failed or the database does not hold exactly the events the run caused.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -45,33 +44,25 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use coffer_auth::token::{Jwks, Verifier};
-use coffer_eventstore::{BusConfig, RelayConfig};
-use coffer_kms::{KeyId, KmsConfig, LocalConfig, LocalKms};
-use coffer_loadtests::facts::{HostLoad, PostgresFacts};
+use coffer_kms::KeyId;
+use coffer_loadtests::facts::{HostLoad, PostgresFacts, print_host};
 use coffer_loadtests::load::{self, Budget};
 use coffer_loadtests::report::{
     Align, Percentiles, Table, human_ms, nanos, nanos_histogram, per_second, round2,
 };
-use coffer_pki::{AgentCsr, CaRole, CertificateAuthority, SpiffeId, TrustDomain};
+use coffer_loadtests::server::{BenchServer, ServerKms, authed, exchange};
+use coffer_pki::{AgentCsr, CaRole, CertificateAuthority, SpiffeId};
 use coffer_proto::enrollment::v1::{
-    CreateEnrollmentTokenRequest, CreateOrgRequest, EnrollRequest, EnrollResponse, ExchangeRequest,
-    GetCrlRequest, GetJwksRequest, RenewRequest, agent_service_client::AgentServiceClient,
+    CreateEnrollmentTokenRequest, EnrollRequest, EnrollResponse, ExchangeRequest, GetCrlRequest,
+    GetJwksRequest, RenewRequest, agent_service_client::AgentServiceClient,
     enrollment_token_service_client::EnrollmentTokenServiceClient,
-    org_service_client::OrgServiceClient, token_service_client::TokenServiceClient,
+    token_service_client::TokenServiceClient,
 };
-use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig, PkiConfig, TlsConfig};
-use coffer_server::startup::{Application, Target};
-use coffer_telemetry::TelemetryConfig;
-use coffer_testkit::TestDb;
 use coffer_types::OrgId;
 use futures::{StreamExt as _, TryStreamExt as _};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -135,37 +126,23 @@ const RENEW_AT: f64 = 0.8;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
-    let _telemetry = coffer_telemetry::init(&TelemetryConfig {
-        filter: "warn".to_owned(),
-        service_name: "coffer-bench".to_owned(),
-        ..TelemetryConfig::default()
-    })
-    .context("initialise telemetry")?;
+    let _telemetry = coffer_loadtests::init_telemetry()?;
 
     let postgres = PostgresFacts::read().await?;
     let host = HostLoad::now();
-    let server = Box::pin(Server::start()).await?;
+    let server = Box::pin(BenchServer::start(ServerKms::Local)).await?;
     println!(
         "enrollment bench: coffer server in-process (production wiring, TLS, database pool of {} \
          connections), {}",
         server.db_pool,
         postgres.line()
     );
-    println!(
-        "host: {} cpus, load average {} at start (other work on the host skews every figure, \
-         the ratios much less); client and server share it",
-        host.cpus, host.load_average
-    );
-    if postgres.commits_skip_the_disk() {
-        println!(
-            "note: commits do not wait for the disk here; figures measure CPU and round trips"
-        );
-    }
+    print_host(&host, &postgres, Some("client and server"));
     let server_json = json!({
         "in_process": true,
         "tls": true,
         "db_pool": server.db_pool,
-        "agent_ttl_s": server.agent_ttl.as_secs(),
+        "agent_ttl_s": server.pki.agent_ttl.as_secs(),
     });
     let outcome = Box::pin(run(&args, &server)).await;
     server.stop().await;
@@ -232,195 +209,6 @@ async fn main() -> anyhow::Result<()> {
         bail!("the database does not hold the events the run caused");
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The server under test.
-
-/// The server running in-process on its own database, bus and KMS key.
-struct Server {
-    addr: SocketAddr,
-    db: TestDb,
-    js: async_nats::jetstream::Context,
-    bus: BusConfig,
-    auth: AuthConfig,
-    trust_domain: TrustDomain,
-    agent_ttl: Duration,
-    db_pool: u32,
-    /// The server's development certificate (PEM), which clients trust.
-    ca_pem: String,
-    /// The platform owner's API key from the initialisation. Never printed.
-    platform_key: String,
-    kms_key: KeyId,
-    kms_dir: tempfile::TempDir,
-    _tls_dir: tempfile::TempDir,
-    stop: oneshot::Sender<()>,
-    serving: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Server {
-    /// Boots the server as `coffer serve` would after `coffer admin init`.
-    async fn start() -> anyhow::Result<Self> {
-        let db = TestDb::migrated(coffer_server::SCHEMAS).await;
-        let (_client, js, bus) = coffer_testkit::bus().await;
-        let kms_dir = tempfile::tempdir().context("create the KMS key directory")?;
-        let tls_dir = tempfile::tempdir().context("create the TLS directory")?;
-        let kms_key = KeyId::new("bench-master");
-        LocalKms::create_key(kms_dir.path(), &kms_key).context("create the KMS master key")?;
-        let kms = Arc::new(LocalKms::open(kms_dir.path(), &kms_key).context("open the KMS")?);
-        let cert_file = tls_dir.path().join("server.pem");
-        let config = Config {
-            database: db.config.clone(),
-            nats: NatsConfig {
-                url: coffer_testkit::nats_url(),
-                connect_timeout: Duration::from_secs(5),
-                bus: bus.clone(),
-            },
-            grpc: GrpcConfig {
-                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                tls: Some(TlsConfig {
-                    cert_file: cert_file.clone(),
-                    key_file: tls_dir.path().join("server.key"),
-                    generate_dev_certificate: true,
-                }),
-            },
-            kms: Some(KmsConfig::Local(LocalConfig {
-                key_dir: kms_dir.path().to_path_buf(),
-                key_id: kms_key.clone(),
-            })),
-            telemetry: TelemetryConfig::default(),
-            relay: RelayConfig::default(),
-            auth: AuthConfig {
-                revocation_bucket: coffer_testkit::unique("BENCH_REVOKED"),
-                keys_bucket: coffer_testkit::unique("BENCH_KEYS"),
-                ..AuthConfig::default()
-            },
-            pki: PkiConfig::default(),
-            credentials: Default::default(),
-        };
-        config.validate().context("validate the server config")?;
-        let pki = config.pki.settings().context("pki settings")?;
-        let created = Box::pin(coffer_enrollment::app::init_platform(
-            db.service(coffer_enrollment::SERVICE).await,
-            kms,
-            pki.clone(),
-            "root@platform.bench",
-        ))
-        .await
-        .context("initialise the platform")?;
-        let platform_key = created.owner_api_key.secret.expose().to_owned();
-        let auth = config.auth.clone();
-        let db_pool = config.database.max_connections;
-        let app = Box::pin(Application::build(config, &[Target::All]))
-            .await
-            .context("boot the server")?;
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        let ca_pem = std::fs::read_to_string(&cert_file)
-            .context("read the server's development certificate")?;
-        Ok(Self {
-            addr,
-            db,
-            js,
-            bus,
-            auth,
-            trust_domain: pki.trust_domain.clone(),
-            agent_ttl: pki.agent_ttl,
-            db_pool,
-            ca_pem,
-            platform_key,
-            kms_key,
-            kms_dir,
-            _tls_dir: tls_dir,
-            stop,
-            serving,
-        })
-    }
-
-    /// An endpoint speaking TLS to the server, presenting `identity` if given.
-    fn endpoint(&self, identity: Option<Identity>) -> anyhow::Result<Endpoint> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name("localhost");
-        if let Some(identity) = identity {
-            tls = tls.identity(identity);
-        }
-        Endpoint::from_shared(format!("https://{}", self.addr))
-            .context("server url")?
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .tls_config(tls)
-            .context("client TLS config")
-    }
-
-    /// A new connection (its own HTTP/2 connection and TLS session).
-    async fn connect(&self) -> anyhow::Result<Channel> {
-        self.endpoint(None)?
-            .connect()
-            .await
-            .context("connect to the server")
-    }
-
-    /// Stops the server and removes everything the run created; failures only warn.
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        match tokio::time::timeout(Duration::from_secs(10), self.serving).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the server stopped with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the server task failed"),
-            Err(_) => tracing::warn!("the server did not stop within 10 s"),
-            Ok(Ok(Ok(()))) => {}
-        }
-        coffer_loadtests::drop_database(&self.db).await;
-        for stream in [&self.bus.stream, &self.bus.dlq_stream] {
-            if let Err(e) = self.js.delete_stream(stream).await {
-                tracing::warn!(%stream, error = %e, "could not delete a benchmark stream");
-            }
-        }
-        for bucket in [&self.auth.revocation_bucket, &self.auth.keys_bucket] {
-            if let Err(e) = self.js.delete_key_value(bucket).await {
-                tracing::warn!(%bucket, error = %e, "could not delete a benchmark bucket");
-            }
-        }
-    }
-}
-
-/// Adds `authorization: Bearer <token>` to every request. Deliberately not `Debug`.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-type Authed = InterceptedService<Channel, Bearer>;
-
-fn authed(channel: Channel, access_token: &str) -> anyhow::Result<Authed> {
-    let bearer = format!("Bearer {access_token}")
-        .parse()
-        .context("an access token is ASCII")?;
-    Ok(InterceptedService::new(channel, Bearer(bearer)))
-}
-
-async fn exchange(channel: &Channel, api_key: &str) -> anyhow::Result<String> {
-    Ok(TokenServiceClient::new(channel.clone())
-        .exchange(ExchangeRequest {
-            api_key: api_key.to_owned(),
-        })
-        .await
-        .context("exchange an API key")?
-        .into_inner()
-        .access_token)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -589,27 +377,9 @@ impl AgentKeys {
     }
 }
 
-async fn run(args: &Args, server: &Server) -> anyhow::Result<(Vec<Case>, Checks)> {
-    let admin = server.connect().await?;
-    let platform_token = exchange(&admin, &server.platform_key).await?;
-    let created = OrgServiceClient::new(authed(admin.clone(), &platform_token)?)
-        .create_org(CreateOrgRequest {
-            name: "Bench".to_owned(),
-            owner_email: "owner@bench.test".to_owned(),
-        })
-        .await
-        .context("create the benchmark org")?
-        .into_inner();
-    let org: OrgId = created
-        .org
-        .context("CreateOrg returns the org")?
-        .org_id
-        .parse()
-        .context("parse the org id")?;
-    let owner_key = created
-        .owner_api_key
-        .context("CreateOrg returns an owner API key")?
-        .secret;
+async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<(Vec<Case>, Checks)> {
+    let admin = server.connect(None).await?;
+    let (org, owner_key) = server.create_org(&admin).await?;
 
     // Everything agents need, made before any timing.
     let agents = args.warmup + args.enrollments;
@@ -648,7 +418,7 @@ async fn run(args: &Args, server: &Server) -> anyhow::Result<(Vec<Case>, Checks)
 
     let mut channels = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        channels.push(server.connect().await?);
+        channels.push(server.connect(None).await?);
     }
     let (enroll, enrolled) = Box::pin(enrollments(
         args, &channels, org, &owner_key, &admin, tokens, &keys,
@@ -780,7 +550,7 @@ struct Renewing {
 /// the case and how many certificates were renewed, warm-up included.
 async fn renewals(
     args: &Args,
-    server: &Server,
+    server: &BenchServer,
     org: OrgId,
     enrolled: &[(usize, EnrollResponse)],
     keys: &[AgentKeys],
@@ -801,13 +571,13 @@ async fn renewals(
     // Each agent gets a certificate 80 % into its lifetime from the org CA, as if time had
     // passed, and its own mTLS connection presenting it.
     let ca = org_ca(server, org).await?;
-    let ttl = server.agent_ttl;
+    let ttl = server.pki.agent_ttl;
     let issued_at = chrono::Utc::now()
         - chrono::Duration::from_std(ttl.mul_f64(RENEW_AT)).context("agent ttl")?;
     let mut identities = Vec::with_capacity(wanted);
     for (i, response) in enrolled.iter().take(wanted) {
         let agent_id = response.agent_id.parse().context("parse an agent id")?;
-        let spiffe = SpiffeId::new(server.trust_domain.clone(), org, agent_id);
+        let spiffe = SpiffeId::new(server.pki.trust_domain.clone(), org, agent_id);
         let csr = AgentCsr::parse(&keys[*i].csr, &spiffe).context("parse an agent's CSR")?;
         let aged = ca
             .issue_agent_certificate(&csr, issued_at, ttl)
@@ -910,7 +680,7 @@ async fn renewals(
 }
 
 /// The org's intermediate CA, loaded as the server stores it and unwrapped with its KMS key.
-async fn org_ca(server: &Server, org: OrgId) -> anyhow::Result<CertificateAuthority> {
+async fn org_ca(server: &BenchServer, org: OrgId) -> anyhow::Result<CertificateAuthority> {
     let su = server.db.superuser().await;
     let (der, wrapped, kms_key_id): (Vec<u8>, Vec<u8>, String) = sqlx::query_as(
         "SELECT certificate_der, wrapped_private_key, kms_key_id
@@ -921,11 +691,10 @@ async fn org_ca(server: &Server, org: OrgId) -> anyhow::Result<CertificateAuthor
     .await
     .context("read the org CA")?;
     su.close().await;
-    let kms = LocalKms::open(server.kms_dir.path(), &server.kms_key).context("open the KMS")?;
     CertificateAuthority::from_wrapped_key(
-        &kms,
+        server.kms.as_ref(),
         CaRole::Org(org),
-        &server.trust_domain,
+        &server.pki.trust_domain,
         &der,
         &coffer_kms::WrappedKey {
             key_id: KeyId::new(kms_key_id),
@@ -937,10 +706,10 @@ async fn org_ca(server: &Server, org: OrgId) -> anyhow::Result<CertificateAuthor
 }
 
 /// Part 3: token exchange latency against a health check, alternating on each connection.
-async fn exchanges(args: &Args, server: &Server, owner_key: &str) -> anyhow::Result<Case> {
+async fn exchanges(args: &Args, server: &BenchServer, owner_key: &str) -> anyhow::Result<Case> {
     let mut channels = Vec::with_capacity(args.exchange_clients);
     for _ in 0..args.exchange_clients {
-        channels.push(server.connect().await?);
+        channels.push(server.connect(None).await?);
     }
     let owner_key = Arc::new(owner_key.to_owned());
     let pairs = |pairs: u64| {
@@ -1010,7 +779,7 @@ async fn exchanges(args: &Args, server: &Server, owner_key: &str) -> anyhow::Res
 /// check of the same token.
 async fn verifications(
     args: &Args,
-    server: &Server,
+    server: &BenchServer,
     admin: &Channel,
     owner_key: &str,
 ) -> anyhow::Result<Case> {
@@ -1115,7 +884,7 @@ fn in_process(h: &Histogram<u64>) -> Measured {
 
 /// Counts the events the run caused: every enrollment and renewal the clients saw succeed,
 /// and no more.
-async fn check(server: &Server, enrolled: u64, renewed: u64) -> anyhow::Result<Checks> {
+async fn check(server: &BenchServer, enrolled: u64, renewed: u64) -> anyhow::Result<Checks> {
     let su = server.db.superuser().await;
     let count = |event_type: &'static str| {
         let su = su.clone();

@@ -24,12 +24,11 @@ use coffer_db::{Database, TenantTx};
 use coffer_eventstore::{
     Consumer, ConsumerConfig, Delivery, EventStore, Handler, HandlerError, Relay, RelayConfig,
 };
-use coffer_loadtests::facts::{HostLoad, PostgresFacts};
+use coffer_loadtests::facts::{HostLoad, PostgresFacts, print_host};
 use coffer_loadtests::load::{self, Budget, Pacing, Phase};
 use coffer_loadtests::meter::{self, Meter};
 use coffer_loadtests::report::{Percentiles, latency_histogram, per_second, round2};
 use coffer_loadtests::{SCHEMAS, SERVICE};
-use coffer_telemetry::TelemetryConfig;
 use coffer_testkit::TestDb;
 use coffer_types::{Actor, AggregateId, OrgId};
 use hdrhistogram::Histogram;
@@ -120,14 +119,7 @@ fn payload(len: u64) -> Vec<u8> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.validate()?;
-    // Real trace contexts (as a service has) end up in every event and outbox row; warnings
-    // from the relay and consumer reach stderr.
-    let _telemetry = coffer_telemetry::init(&TelemetryConfig {
-        filter: "warn".to_owned(),
-        service_name: "coffer-bench".to_owned(),
-        ..TelemetryConfig::default()
-    })
-    .context("initialise telemetry")?;
+    let _telemetry = coffer_loadtests::init_telemetry()?;
 
     let server = PostgresFacts::read().await?;
     println!(
@@ -137,15 +129,7 @@ async fn main() -> anyhow::Result<()> {
         args.events_per_aggregate
     );
     let host = HostLoad::now();
-    println!(
-        "host: {} cpus, load average {} at start (other work on the host skews every figure)",
-        host.cpus, host.load_average
-    );
-    if server.commits_skip_the_disk() {
-        println!(
-            "note: commits do not wait for the disk here; figures measure CPU and round trips"
-        );
-    }
+    print_host(&host, &server, None);
 
     let mut summary = json!({
         "bench": "eventstore",
