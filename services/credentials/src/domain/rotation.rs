@@ -29,7 +29,8 @@ pub struct Rotation {
     pub reason: String,
     /// Wrapped keys not under the target when it started.
     pub pending_at_start: u64,
-    /// Wrapped keys this rotation moved so far.
+    /// Wrapped keys this rotation's recorded batches moved. Keys a batch moved before a crash
+    /// cut it short are moved but not counted; the coverage report is the proof.
     pub rewrapped: u64,
     /// Wrapped keys still under another master key at the last progress report.
     pub remaining: u64,

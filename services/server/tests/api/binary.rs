@@ -451,7 +451,13 @@ async fn p6_a_master_key_rotation_killed_mid_way_resumes_when_the_service_restar
         r.state == "completed"
     })
     .await;
-    assert_eq!((done.rewrapped, done.remaining), (7, 0));
+    // Keys moved by a batch the kill cut short are moved but not counted (the batch's progress
+    // was never recorded); the coverage below is what proves every key moved.
+    assert_eq!(done.remaining, 0);
+    assert!(
+        (partial.rewrapped..=7).contains(&done.rewrapped),
+        "{done:?}"
+    );
     let coverage = master_keys
         .get_key_coverage(cred::GetKeyCoverageRequest {})
         .await
