@@ -671,7 +671,6 @@ async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_a
     );
     assert!(!format!("{released:?}").contains("db password"));
 
-    let su = app.db.superuser().await;
     let releases = || events_of(&app, "CredentialsReleased");
     assert_eq!(releases().await, 1);
 
@@ -752,19 +751,13 @@ async fn p3_an_agent_receives_exactly_its_tickets_credentials_once_per_attempt_a
     assert_eq!(releases().await, 2);
 
     // P3: when the release cannot be recorded, nothing is released.
-    sqlx::query("REVOKE INSERT ON coffer_credentials.events FROM coffer_credentials")
-        .execute(&su)
-        .await
-        .unwrap();
+    event_inserts(&app, false).await;
     let status = agent
         .release_credentials(ticket(3, agent_id, &[&db]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    sqlx::query("GRANT INSERT ON coffer_credentials.events TO coffer_credentials")
-        .execute(&su)
-        .await
-        .unwrap();
+    event_inserts(&app, true).await;
     assert_eq!(releases().await, 2);
     // The attempt was not consumed by the failure.
     agent
@@ -874,7 +867,6 @@ async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once
     );
     assert!(!format!("{unwrapped:?}").contains(&format!("{:?}", unwrapped.file_key)));
 
-    let su = app.db.superuser().await;
     let unwraps = || events_of(&app, "FileKeyUnwrapped");
     assert_eq!(unwraps().await, 1);
 
@@ -934,19 +926,13 @@ async fn p3_managed_restore_unwraps_only_the_backups_a_restore_ticket_names_once
     assert_eq!(unwraps().await, 2);
 
     // P3: when the unwrap cannot be recorded, no key leaves; the attempt is not spent.
-    sqlx::query("REVOKE INSERT ON coffer_credentials.events FROM coffer_credentials")
-        .execute(&su)
-        .await
-        .unwrap();
+    event_inserts(&app, false).await;
     let status = agent
         .unwrap_file_key(request(ticket(2, &[header]), header))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    sqlx::query("GRANT INSERT ON coffer_credentials.events TO coffer_credentials")
-        .execute(&su)
-        .await
-        .unwrap();
+    event_inserts(&app, true).await;
     assert_eq!(unwraps().await, 2);
     agent
         .unwrap_file_key(request(ticket(2, &[header]), header))
@@ -1084,6 +1070,20 @@ async fn p6_rotation_moves_every_wrapped_key_onto_the_new_master_key_and_leaves_
             .await
             .unwrap();
     }
+}
+
+/// Lets the service role append events again, or not: P3 tests take the commit away and
+/// check that nothing was handed out.
+async fn event_inserts(app: &TestApp, allowed: bool) {
+    let statement = if allowed {
+        "GRANT INSERT ON coffer_credentials.events TO coffer_credentials"
+    } else {
+        "REVOKE INSERT ON coffer_credentials.events FROM coffer_credentials"
+    };
+    sqlx::query(statement)
+        .execute(&app.db.superuser().await)
+        .await
+        .unwrap();
 }
 
 /// Counts events of `event_type` in the credentials service.

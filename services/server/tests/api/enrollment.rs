@@ -15,7 +15,7 @@ use coffer_proto::enrollment::v1::{
 use coffer_testkit::eventually;
 use tonic::Code;
 
-use crate::helpers::{Authed, TestApp, TestOrg, spawn_app};
+use crate::helpers::{Authed, TestApp, spawn_app};
 
 async fn keys(app: &TestApp, api_key: &str) -> ApiKeyServiceClient<Authed> {
     ApiKeyServiceClient::new(app.authed(api_key).await)
@@ -23,22 +23,6 @@ async fn keys(app: &TestApp, api_key: &str) -> ApiKeyServiceClient<Authed> {
 
 async fn members(app: &TestApp, api_key: &str) -> MemberServiceClient<Authed> {
     MemberServiceClient::new(app.authed(api_key).await)
-}
-
-async fn key_with_role(app: &TestApp, org: &TestOrg, role: &str) -> String {
-    keys(app, &org.owner_key)
-        .await
-        .create_api_key(CreateApiKeyRequest {
-            org_id: org.org.to_string(),
-            name: format!("{role} key"),
-            role: role.to_owned(),
-            scopes: vec![],
-            expires_at: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret
 }
 
 async fn event_count(app: &TestApp, event_type: &str) -> i64 {
@@ -252,7 +236,7 @@ async fn api_keys_show_their_secret_once_and_list_only_metadata_with_last_use() 
 async fn a_revoked_keys_already_issued_token_is_refused_within_a_second() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
-    let operator_key = key_with_role(&app, &acme, "operator").await;
+    let operator_key = app.new_api_key(&acme, "operator").await;
     let token = app.token(&operator_key).await;
     let mut probes = DiagnosticsServiceClient::new(app.with_token(&token).await);
     let probe = || SendProbeRequest {
@@ -317,8 +301,8 @@ async fn a_revoked_keys_already_issued_token_is_refused_within_a_second() {
 async fn roles_decide_what_a_key_may_do() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
-    let viewer = key_with_role(&app, &acme, "viewer").await;
-    let admin = key_with_role(&app, &acme, "admin").await;
+    let viewer = app.new_api_key(&acme, "viewer").await;
+    let admin = app.new_api_key(&acme, "admin").await;
     let org_id = acme.org.to_string();
 
     // A viewer reads but does not manage.
