@@ -4,6 +4,30 @@ use crate::Permission;
 /// protos in both directions, so a new RPC cannot be forgotten and a removed one cannot linger.
 const RPC_PERMISSIONS: &[(&str, Permission)] = &[
     (
+        "/coffer.audit.v1.AuditService/QueryEntries",
+        Permission::AuditRead,
+    ),
+    (
+        "/coffer.audit.v1.AuditService/GetEntry",
+        Permission::AuditRead,
+    ),
+    (
+        "/coffer.audit.v1.AuditService/GetCheckpoint",
+        Permission::AuditRead,
+    ),
+    (
+        "/coffer.audit.v1.AuditService/ListCheckpoints",
+        Permission::AuditRead,
+    ),
+    (
+        "/coffer.audit.v1.AuditService/GetConsistencyProof",
+        Permission::AuditRead,
+    ),
+    (
+        "/coffer.audit.v1.AuditService/ExportBundle",
+        Permission::AuditExport,
+    ),
+    (
         "/coffer.credentials.v1.CredentialService/CreateCredential",
         Permission::CredentialManage,
     ),

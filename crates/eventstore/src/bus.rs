@@ -82,6 +82,11 @@ impl BusConfig {
         format!("{}.*.{service}.*", self.subject_prefix)
     }
 
+    /// A filter matching every event of every service and org.
+    pub fn all_filter(&self) -> String {
+        format!("{}.>", self.subject_prefix)
+    }
+
     /// A filter matching one event type of `service` in every org.
     pub fn event_filter(&self, service: &str, event_type: &str) -> String {
         format!("{}.*.{service}.{event_type}", self.subject_prefix)

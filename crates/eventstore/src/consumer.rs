@@ -30,9 +30,22 @@ pub struct ConsumerConfig {
     pub retry_delay: Duration,
     /// The longest redelivery delay: doubling stops here.
     pub max_retry_delay: Duration,
-    /// Messages handled concurrently. Events of one aggregate always share a lane, so they
-    /// are handled in stream order; different aggregates proceed in parallel.
+    /// Messages handled concurrently. Events of one aggregate (or one org, see
+    /// [`ConsumerConfig::lanes_by`]) always share a lane, so they are handled in stream order;
+    /// the others proceed in parallel.
     pub lanes: usize,
+    /// What keeps messages in one lane.
+    pub lanes_by: LaneKey,
+}
+
+/// What decides a message's lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneKey {
+    /// Its aggregate: one aggregate's events in order, aggregates in parallel.
+    Aggregate,
+    /// Its org: one org's events in stream order, orgs in parallel. For handlers that
+    /// serialise per org anyway (the audit log), so lanes do not queue behind one another.
+    Org,
 }
 
 impl ConsumerConfig {
@@ -47,6 +60,7 @@ impl ConsumerConfig {
             retry_delay: Duration::from_secs(1),
             max_retry_delay: Duration::from_secs(60),
             lanes: 8,
+            lanes_by: LaneKey::Aggregate,
         }
     }
 }
@@ -218,7 +232,7 @@ impl Consumer {
                 next = messages.next() => {
                     let Some(msg) = next else { return Ok(()) };
                     let msg = msg.map_err(Error::nats)?;
-                    let lane = lane_of(&msg, lanes);
+                    let lane = lane_of(&msg, self.config.lanes_by, lanes);
                     if senders[lane].send(msg).await.is_err() {
                         break;
                     }
@@ -384,19 +398,19 @@ impl Consumer {
     }
 }
 
-/// The lane for a message: a hash of its aggregate id (set by the relay), so one
-/// aggregate's events always share a lane.
-fn lane_of(msg: &jetstream::Message, lanes: usize) -> usize {
+/// The lane for a message: a hash of its aggregate or org id (headers set by the relay), so
+/// one aggregate's (or org's) events always share a lane.
+fn lane_of(msg: &jetstream::Message, by: LaneKey, lanes: usize) -> usize {
     use std::hash::{Hash, Hasher};
-    let Some(aggregate) = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(headers::AGGREGATE_ID))
-    else {
+    let header = match by {
+        LaneKey::Aggregate => headers::AGGREGATE_ID,
+        LaneKey::Org => headers::ORG_ID,
+    };
+    let Some(key) = msg.headers.as_ref().and_then(|h| h.get(header)) else {
         return 0;
     };
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    aggregate.as_str().hash(&mut hasher);
+    key.as_str().hash(&mut hasher);
     (hasher.finish() % lanes as u64) as usize
 }
 

@@ -19,7 +19,7 @@ mod store;
 
 pub use aggregate::{Aggregate, DecodeError, DomainEvent, replay};
 pub use bus::{BusConfig, DeadLetter, headers as bus_headers};
-pub use consumer::{Consumer, ConsumerConfig, Delivery, Handler, HandlerError};
+pub use consumer::{Consumer, ConsumerConfig, Delivery, Handler, HandlerError, LaneKey};
 pub use event::{EnvelopeError, RecordedEvent};
 pub use relay::{Relay, RelayConfig};
 pub use store::{

@@ -65,6 +65,12 @@ pub mod enrollment {
     }
 }
 
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("coffer.audit.v1");
+    }
+}
+
 pub mod credentials {
     pub mod v1 {
         tonic::include_proto!("coffer.credentials.v1");

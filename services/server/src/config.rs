@@ -44,6 +44,9 @@ pub struct Config {
     /// The credentials service.
     #[serde(default)]
     pub credentials: CredentialsConfig,
+    /// `[audit]`: the audit service (checkpoint origin and cadence).
+    #[serde(default)]
+    pub audit: coffer_audit::Settings,
 }
 
 /// `[credentials]`: the credentials service.
@@ -312,6 +315,10 @@ impl Config {
         }
         self.nats.bus.validate().map_err(|rule| Error::Invalid {
             field: "nats",
+            rule,
+        })?;
+        self.audit.validate().map_err(|rule| Error::Invalid {
+            field: "audit",
             rule,
         })?;
         if self.relay.batch_size < 1 || self.relay.batch_size > 10_000 {

@@ -14,5 +14,6 @@ pub mod tls;
 pub const SCHEMAS: &[coffer_db::Schema] = &[
     coffer_enrollment::SCHEMA,
     coffer_credentials::SCHEMA,
+    coffer_audit::SCHEMA,
     diag::SCHEMA,
 ];

@@ -127,6 +127,9 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
                     coffer_credentials::SERVICE,
                     coffer_credentials::app::projections(),
                 ),
+                Target::Audit => anyhow::bail!(
+                    "the audit service has no projections: its log is the record itself"
+                ),
                 Target::All => anyhow::bail!("--service must name one service"),
             };
             let opts = config.database.owner_options()?;

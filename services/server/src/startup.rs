@@ -5,9 +5,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use coffer_audit::grpc::AuditGrpc;
 use coffer_db::Database;
 use coffer_eventstore::{Consumer, Relay};
 use coffer_kms::Kms;
+use coffer_proto::audit::v1::audit_service_server::AuditServiceServer;
 use coffer_proto::credentials::v1::{
     credential_service_server::CredentialServiceServer,
     master_key_service_server::MasterKeyServiceServer, org_key_service_server::OrgKeyServiceServer,
@@ -47,6 +49,8 @@ pub enum Target {
     Enrollment,
     /// Credentials: the credential vault, org age keys, credential release.
     Credentials,
+    /// Audit: every org's tamper-evident log, checkpoints, proofs and export.
+    Audit,
     /// Diagnostics: the event pipeline probe.
     Diag,
 }
@@ -248,6 +252,7 @@ impl Application {
         let diag_db = connect(wants(Target::Diag), diag::SCHEMA).await?;
         let credentials_db =
             connect(wants(Target::Credentials), coffer_credentials::SCHEMA).await?;
+        let audit_db = connect(wants(Target::Audit), coffer_audit::SCHEMA).await?;
 
         // Enrollment first: it publishes the key set the auth layer then follows.
         let mut enrollment = None;
@@ -391,6 +396,43 @@ impl Application {
                 .add_service(OrgKeyServiceServer::new(grpc.clone()))
                 .add_service(MasterKeyServiceServer::new(grpc.clone()))
                 .add_service(ReleaseServiceServer::new(grpc));
+        }
+
+        if let Some(db) = audit_db {
+            let kms = kms.clone().ok_or_else(|| {
+                BootError::Missing("the audit target needs [kms] configured".to_owned())
+            })?;
+            let checkpointer =
+                coffer_audit::Checkpointer::new(db.clone(), kms, config.audit.clone());
+            // The audit service publishes no events of its own (its log is its record), so it
+            // runs the consumer without an outbox relay.
+            let consumer = Consumer::new(
+                db.clone(),
+                js.clone(),
+                config.nats.bus.clone(),
+                coffer_audit::consumers::audit_log_config(&config.nats.bus),
+                coffer_audit::consumers::audit_log_handler(),
+            );
+            background.push(Box::new(move |rx| {
+                Box::pin(async move {
+                    if let Err(e) = consumer.run(stopped(rx)).await {
+                        tracing::error!(error = %e, consumer = coffer_audit::consumers::AUDIT_LOG, "consumer stopped");
+                    }
+                })
+            }));
+            let signing = checkpointer.clone();
+            background.push(Box::new(move |rx| {
+                Box::pin(async move {
+                    tokio::select! {
+                        () = signing.run() => {}
+                        () = stopped(rx) => {}
+                    }
+                })
+            }));
+            health.set_serving::<AuditServiceServer<AuditGrpc>>().await;
+            router = router.add_service(AuditServiceServer::new(AuditGrpc::new(
+                coffer_audit::Audit::new(db, checkpointer),
+            )));
         }
 
         if let Some(db) = diag_db {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+use coffer_proto::audit::v1 as audit;
 use coffer_proto::credentials::v1 as cred;
 use coffer_proto::diagnostics::v1 as diag;
 use coffer_proto::enrollment::v1 as pb;
@@ -168,6 +169,7 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
     let credentials = cred::credential_service_client::CredentialServiceClient::new(ch.clone());
     let org_keys = cred::org_key_service_client::OrgKeyServiceClient::new(ch.clone());
     let master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(ch.clone());
+    let audit_log = audit::audit_service_client::AuditServiceClient::new(ch.clone());
     let probes = diag::diagnostics_service_client::DiagnosticsServiceClient::new(ch);
     let mut calls: BTreeMap<&str, Call> = BTreeMap::new();
     macro_rules! probe {
@@ -452,6 +454,62 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         master_keys,
         get_key_coverage,
         cred::GetKeyCoverageRequest {}
+    );
+    probe!(
+        "/coffer.audit.v1.AuditService/QueryEntries",
+        audit_log,
+        query_entries,
+        audit::QueryEntriesRequest {
+            org_id: a_id.clone(),
+            ..Default::default()
+        }
+    );
+    probe!(
+        "/coffer.audit.v1.AuditService/GetEntry",
+        audit_log,
+        get_entry,
+        audit::GetEntryRequest {
+            org_id: a_id.clone(),
+            seq: 1,
+            tree_size: 0,
+        }
+    );
+    probe!(
+        "/coffer.audit.v1.AuditService/GetCheckpoint",
+        audit_log,
+        get_checkpoint,
+        audit::GetCheckpointRequest {
+            org_id: a_id.clone(),
+            size: 0,
+        }
+    );
+    probe!(
+        "/coffer.audit.v1.AuditService/ListCheckpoints",
+        audit_log,
+        list_checkpoints,
+        audit::ListCheckpointsRequest {
+            org_id: a_id.clone(),
+            page: None,
+        }
+    );
+    probe!(
+        "/coffer.audit.v1.AuditService/GetConsistencyProof",
+        audit_log,
+        get_consistency_proof,
+        audit::GetConsistencyProofRequest {
+            org_id: a_id.clone(),
+            from_size: 1,
+            to_size: 1,
+        }
+    );
+    probe!(
+        "/coffer.audit.v1.AuditService/ExportBundle",
+        audit_log,
+        export_bundle,
+        audit::ExportBundleRequest {
+            org_id: a_id.clone(),
+            ..Default::default()
+        }
     );
     // Every RPC in the descriptors is either probed or explained.
     let methods = coffer_methods();

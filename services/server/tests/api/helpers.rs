@@ -250,6 +250,12 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
         },
         pki: Default::default(),
         credentials: Default::default(),
+        // Checkpoints come quickly, so tests wait for them briefly.
+        audit: coffer_audit::Settings {
+            checkpoint_interval: Duration::from_millis(300),
+            checkpoint_poll: Duration::from_millis(100),
+            ..Default::default()
+        },
     }
 }
 

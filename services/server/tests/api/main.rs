@@ -1,6 +1,7 @@
 //! `coffer` integration tests: the production wiring on port 0, real Postgres and NATS.
 
 mod agents;
+mod audit;
 mod binary;
 mod canary;
 mod cli;
@@ -10,6 +11,7 @@ mod diag;
 mod enrollment;
 mod grpc;
 mod helpers;
+mod independent;
 mod oidc;
 mod sdk;
 mod tenancy;
