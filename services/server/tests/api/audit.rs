@@ -9,8 +9,9 @@ use coffer_proto::audit::v1 as pb;
 use coffer_proto::audit::v1::audit_service_client::AuditServiceClient;
 use coffer_types::OrgId;
 use prost::Message;
+use tonic::Code;
 
-use crate::helpers::{Authed, TestApp, spawn_app};
+use crate::helpers::{Authed, TestApp, spawn_app, spawn_app_with};
 use crate::independent::{self, H};
 
 pub(crate) async fn audit(app: &TestApp, key: &str) -> AuditServiceClient<Authed> {
@@ -173,4 +174,574 @@ async fn p4_every_event_of_an_org_lands_once_in_its_own_log_under_a_signed_chain
     )
     .await;
     assert_eq!(verify_independently(&file, other.org).len() as u64, c.size);
+}
+
+async fn all_entries(client: &mut AuditServiceClient<Authed>, org: OrgId) -> Vec<pb::Entry> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .query_entries(pb::QueryEntriesRequest {
+                org_id: org.to_string(),
+                page: Some(coffer_proto::common::v1::PageRequest {
+                    page_size: 3,
+                    page_token: token.clone(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.entries);
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            return out;
+        }
+    }
+}
+
+fn hashes(list: &[Vec<u8>]) -> Vec<H> {
+    list.iter()
+        .map(|h| <H>::try_from(h.as_slice()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn p4_checkpoints_come_every_n_entries_signed_by_the_orgs_own_key_which_is_stored_only_wrapped()
+ {
+    let app = spawn_app_with(|c| {
+        c.audit.checkpoint_every_entries = 4;
+        c.audit.checkpoint_interval = Duration::from_secs(3600);
+        c.audit.checkpoint_poll = Duration::from_millis(50);
+    })
+    .await;
+    let acme = app.new_org("Acme").await;
+    let mut vault = crate::credentials::vault(&app, &acme).await;
+    for i in 0..6 {
+        crate::credentials::create(&mut vault, acme.org, &format!("c{i}"), b"v").await;
+    }
+    let mut client = audit(&app, &acme.owner_key).await;
+    let log = all_entries(&mut client, acme.org).await.len() as u64;
+    let latest = checkpoint_of_at_least(&client, acme.org, log - 3).await;
+
+    // Every checkpoint ever issued is listed and retrievable by size; each covers at least 4
+    // new entries (the time trigger is an hour away), and each verifies on its own.
+    let listed = client
+        .list_checkpoints(pb::ListCheckpointsRequest {
+            org_id: acme.org.to_string(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints;
+    assert!(listed.len() >= 2, "{listed:?}");
+    assert_eq!(listed[0].size, latest.size.max(listed[0].size));
+    let mut previous: Option<(u64, H)> = None;
+    for c in listed.iter().rev() {
+        let signed = independent::open_checkpoint(&c.signed_note, &c.verifier_key).unwrap();
+        assert_eq!(signed.origin, format!("coffer/audit/{}", acme.org));
+        assert_eq!(
+            (signed.size, signed.root.to_vec()),
+            (c.size, c.root_hash.clone())
+        );
+        let again = client
+            .get_checkpoint(pb::GetCheckpointRequest {
+                org_id: acme.org.to_string(),
+                size: c.size,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.signed_note, c.signed_note);
+        if let Some((size, root)) = previous {
+            assert!(c.size >= size + 4, "checkpoints at {size} and {}", c.size);
+            let proof = client
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    org_id: acme.org.to_string(),
+                    from_size: size,
+                    to_size: c.size,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(independent::consistency_holds(
+                size,
+                c.size,
+                &root,
+                &signed.root,
+                &hashes(&proof.proof)
+            ));
+        } else {
+            assert!(c.size >= 4);
+        }
+        previous = Some((c.size, signed.root));
+    }
+    assert!(
+        log - listed[0].size < 4,
+        "at most 3 entries wait for the next checkpoint"
+    );
+
+    // The signing key: stored only wrapped through KMS, under the org's context, and it is the
+    // key the checkpoints verify with.
+    let row: (String, Vec<u8>, String, Vec<u8>) = sqlx::query_as(
+        "SELECT key_name, public_key, kms_key_id, wrapped_private_key
+           FROM coffer_audit.audit_signing_keys WHERE org_id = $1",
+    )
+    .bind(acme.org.as_uuid())
+    .fetch_one(&app.db.superuser().await)
+    .await
+    .unwrap();
+    assert_eq!(row.0, format!("coffer/audit/{}", acme.org));
+    let ctx = coffer_kms::EncryptionContext::new(
+        acme.org,
+        coffer_kms::Purpose::SigningKey,
+        format!("audit-checkpoint/{}", acme.org),
+    )
+    .unwrap();
+    let wrapped = coffer_kms::WrappedKey {
+        key_id: coffer_kms::KeyId::new(row.2),
+        ciphertext: row.3.clone(),
+    };
+    let seed = app.kms().decrypt_bytes(&wrapped, &ctx).await.unwrap();
+    let seed: [u8; 32] = secrecy::ExposeSecret::expose_secret(&seed)
+        .try_into()
+        .unwrap();
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    assert_eq!(public.to_bytes().to_vec(), row.1);
+    assert!(
+        !row.3.windows(32).any(|w| w == seed),
+        "the seed is not stored in the clear"
+    );
+    let other = app.new_org("Other").await;
+    let wrong = coffer_kms::EncryptionContext::new(
+        other.org,
+        coffer_kms::Purpose::SigningKey,
+        format!("audit-checkpoint/{}", acme.org),
+    )
+    .unwrap();
+    assert!(app.kms().decrypt_bytes(&wrapped, &wrong).await.is_err());
+}
+
+#[tokio::test]
+async fn p4_entries_come_with_inclusion_proofs_and_any_two_sizes_with_a_consistency_proof() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut vault = crate::credentials::vault(&app, &acme).await;
+    for i in 0..4 {
+        crate::credentials::create(&mut vault, acme.org, &format!("c{i}"), b"v").await;
+    }
+    let mut client = audit(&app, &acme.owner_key).await;
+    let entries = all_entries(&mut client, acme.org).await;
+    let checkpoint = checkpoint_of_at_least(&client, acme.org, entries.len() as u64).await;
+    let signed =
+        independent::open_checkpoint(&checkpoint.signed_note, &checkpoint.verifier_key).unwrap();
+    let n = signed.size;
+    let mut leaf_hashes = Vec::new();
+    for seq in 1..=n {
+        let got = client
+            .get_entry(pb::GetEntryRequest {
+                org_id: acme.org.to_string(),
+                seq,
+                tree_size: n,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let leaf_hash = independent::leaf(&got.leaf);
+        let entry = got.entry.unwrap();
+        assert_eq!(entry.leaf_hash, leaf_hash.to_vec());
+        assert_eq!(
+            pb::AuditEntry::decode(got.leaf.as_slice()).unwrap().event,
+            entry.event
+        );
+        assert!(
+            independent::inclusion_holds(
+                seq - 1,
+                n,
+                &leaf_hash,
+                &hashes(&got.inclusion_proof),
+                &signed.root
+            ),
+            "inclusion of {seq} in {n}"
+        );
+        // A proof for the wrong position or a changed leaf does not hold.
+        assert!(
+            !independent::inclusion_holds(
+                seq % n,
+                n,
+                &leaf_hash,
+                &hashes(&got.inclusion_proof),
+                &signed.root
+            ) || n == 1
+        );
+        leaf_hashes.push(leaf_hash);
+    }
+    assert_eq!(independent::mth(&leaf_hashes), signed.root);
+    for m in 1..=n {
+        let proof = client
+            .get_consistency_proof(pb::GetConsistencyProofRequest {
+                org_id: acme.org.to_string(),
+                from_size: m,
+                to_size: n,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let old_root = independent::mth(&leaf_hashes[..m as usize]);
+        assert_eq!(proof.from_root, old_root.to_vec());
+        assert!(
+            independent::consistency_holds(m, n, &old_root, &signed.root, &hashes(&proof.proof)),
+            "consistency {m} -> {n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn p4_queries_filter_by_time_actor_action_and_aggregate_in_pages_for_auditors_and_above_only()
+{
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut vault = crate::credentials::vault(&app, &acme).await;
+    let before = chrono::Utc::now();
+    let made = crate::credentials::create(&mut vault, acme.org, "db", b"v").await;
+    crate::credentials::create(&mut vault, acme.org, "bucket", b"v").await;
+    let mut client = audit(&app, &acme.owner_key).await;
+    let log = coffer_testkit::eventually(
+        "the credentials reach the log",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move {
+                let all = all_entries(&mut client, acme.org).await;
+                let n = all
+                    .iter()
+                    .filter(|e| e.event.as_ref().unwrap().event_type == "CredentialCreated")
+                    .count();
+                (n == 2).then_some(all)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        log.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=log.len() as u64).collect::<Vec<_>>()
+    );
+
+    let query = |q: pb::QueryEntriesRequest| {
+        let mut client = client.clone();
+        async move {
+            client
+                .query_entries(pb::QueryEntriesRequest {
+                    org_id: acme.org.to_string(),
+                    ..q
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    let types = |entries: Vec<pb::Entry>| {
+        entries
+            .into_iter()
+            .map(|e| e.event.unwrap().event_type)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        types(
+            query(pb::QueryEntriesRequest {
+                action: "CredentialCreated".into(),
+                ..Default::default()
+            })
+            .await
+        ),
+        ["CredentialCreated", "CredentialCreated"]
+    );
+    assert_eq!(
+        types(
+            query(pb::QueryEntriesRequest {
+                aggregate_id: made.credential_id.clone(),
+                ..Default::default()
+            })
+            .await
+        ),
+        ["CredentialCreated", "CredentialValueSet"]
+    );
+    let owner_actions = query(pb::QueryEntriesRequest {
+        actor_kind: "api_key".into(),
+        ..Default::default()
+    })
+    .await;
+    assert!(owner_actions.len() >= 4);
+    let actor = owner_actions[0]
+        .event
+        .as_ref()
+        .unwrap()
+        .actor
+        .clone()
+        .unwrap();
+    let by_id = query(pb::QueryEntriesRequest {
+        actor_kind: actor.kind.clone(),
+        actor_id: actor.id.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        by_id
+            .iter()
+            .all(|e| e.event.as_ref().unwrap().actor.as_ref() == Some(&actor))
+    );
+    let since = query(pb::QueryEntriesRequest {
+        from: Some(coffer_proto::time::to_timestamp(before)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        types(since.clone())
+            .iter()
+            .filter(|t| t.starts_with("Credential"))
+            .count(),
+        4
+    );
+    assert!(since.len() < log.len(), "org creation is before `from`");
+    let until = query(pb::QueryEntriesRequest {
+        to: Some(coffer_proto::time::to_timestamp(before)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(since.len() + until.len(), log.len());
+
+    // Auditors and above read; operators and viewers do not.
+    for role in ["admin", "auditor"] {
+        let key = app.new_api_key(&acme, role).await;
+        let n = all_entries(&mut audit(&app, &key).await, acme.org)
+            .await
+            .len();
+        assert!(n >= log.len(), "{role}");
+    }
+    for role in ["operator", "viewer"] {
+        let key = app.new_api_key(&acme, role).await;
+        let status = audit(&app, &key)
+            .await
+            .query_entries(pb::QueryEntriesRequest {
+                org_id: acme.org.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{role}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_audit_requests_are_refused_by_field_with_the_right_code_and_change_nothing() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut client = audit(&app, &acme.owner_key).await;
+    // The org's last event from org creation is its age key, generated asynchronously.
+    let quiet =
+        coffer_testkit::eventually("the org's events are in", Duration::from_secs(20), || {
+            let mut client = client.clone();
+            async move {
+                let all = all_entries(&mut client, acme.org).await;
+                all.iter()
+                    .any(|e| e.event.as_ref().unwrap().event_type == "OrgKeyGenerated")
+                    .then_some(all.len() as u64)
+            }
+        })
+        .await;
+    let c = checkpoint_of_at_least(&client, acme.org, quiet).await;
+    let su = app.db.superuser().await;
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (SELECT count(*) FROM coffer_audit.audit_entries)
+                  + (SELECT count(*) FROM coffer_audit.audit_nodes)
+                  + (SELECT count(*) FROM coffer_audit.audit_checkpoints)",
+        )
+        .fetch_one(&su)
+        .await
+        .unwrap()
+    };
+    let rows_before = stored().await;
+    let org = acme.org.to_string();
+    let now = chrono::Utc::now();
+    let ts = coffer_proto::time::to_timestamp;
+    let query = |q: pb::QueryEntriesRequest| {
+        let mut client = client.clone();
+        let org = org.clone();
+        async move {
+            client
+                .query_entries(pb::QueryEntriesRequest { org_id: org, ..q })
+                .await
+                .unwrap_err()
+        }
+    };
+    let page = |size: u32, token: &str| {
+        Some(coffer_proto::common::v1::PageRequest {
+            page_size: size,
+            page_token: token.into(),
+        })
+    };
+    for (request, code, says) in [
+        (
+            pb::QueryEntriesRequest {
+                from: Some(ts(now)),
+                to: Some(ts(now - chrono::Duration::hours(1))),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "to must be after from",
+        ),
+        (
+            pb::QueryEntriesRequest {
+                page: page(1_000_000, ""),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "page.page_size must be at most 1000",
+        ),
+        (
+            pb::QueryEntriesRequest {
+                page: page(10, "garbage"),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "page.page_token",
+        ),
+        (
+            pb::QueryEntriesRequest {
+                actor_id: "x".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "actor_kind is required",
+        ),
+        (
+            pb::QueryEntriesRequest {
+                actor_kind: "robot".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "actor_kind must be",
+        ),
+        (
+            pb::QueryEntriesRequest {
+                aggregate_id: "nope".into(),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "aggregate_id must be a UUID",
+        ),
+        (
+            pb::QueryEntriesRequest {
+                from: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -1,
+                }),
+                ..Default::default()
+            },
+            Code::InvalidArgument,
+            "from nanos",
+        ),
+    ] {
+        let status = query(request).await;
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    }
+
+    let entry = |seq: u64, tree_size: u64| {
+        let mut client = client.clone();
+        let org = org.clone();
+        async move {
+            client
+                .get_entry(pb::GetEntryRequest {
+                    org_id: org,
+                    seq,
+                    tree_size,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    let s = entry(0, 0).await;
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::InvalidArgument, "seq must be at least 1")
+    );
+    assert_eq!(entry(c.size + 1_000, 0).await.code(), Code::NotFound);
+    let s = entry(1, c.size + 1_000).await;
+    assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    assert!(s.message().contains("beyond the log"), "{s:?}");
+
+    let consistency = |from_size: u64, to_size: u64| {
+        let mut client = client.clone();
+        let org = org.clone();
+        async move {
+            client
+                .get_consistency_proof(pb::GetConsistencyProofRequest {
+                    org_id: org,
+                    from_size,
+                    to_size,
+                })
+                .await
+                .unwrap_err()
+        }
+    };
+    assert_eq!(
+        consistency(1, c.size + 1_000).await.code(),
+        Code::OutOfRange
+    );
+    let s = consistency(2, 1).await;
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::InvalidArgument, "to_size must not be below from_size")
+    );
+    assert_eq!(consistency(0, 1).await.code(), Code::InvalidArgument);
+    let s = client
+        .get_checkpoint(pb::GetCheckpointRequest {
+            org_id: org.clone(),
+            size: c.size + 1_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::OutOfRange);
+    for request in [
+        pb::ExportBundleRequest {
+            org_id: org.clone(),
+            tree_size: c.size + 1_000,
+            ..Default::default()
+        },
+        pb::ExportBundleRequest {
+            org_id: org.clone(),
+            from_seq: c.size + 1_000,
+            ..Default::default()
+        },
+        pb::ExportBundleRequest {
+            org_id: org.clone(),
+            consistency_from: c.size + 1_000,
+            ..Default::default()
+        },
+    ] {
+        let s = client.export_bundle(request).await.unwrap_err();
+        assert_eq!(s.code(), Code::OutOfRange, "{s:?}");
+    }
+    let s = client
+        .query_entries(pb::QueryEntriesRequest {
+            org_id: "not-an-org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (s.code(), s.message()),
+        (Code::InvalidArgument, "org_id must be a UUID")
+    );
+
+    // Nothing was written.
+    assert_eq!(stored().await, rows_before);
+    assert_eq!(
+        all_entries(&mut client, acme.org).await.len() as u64,
+        c.size
+    );
 }
