@@ -416,9 +416,19 @@ async fn p4_queries_filter_by_time_actor_action_and_aggregate_in_pages_for_audit
                 let all = all_entries(&mut client, acme.org).await;
                 let n = all
                     .iter()
-                    .filter(|e| e.event.as_ref().unwrap().event_type == "CredentialCreated")
+                    .filter(|e| {
+                        e.event
+                            .as_ref()
+                            .unwrap()
+                            .event_type
+                            .starts_with("Credential")
+                    })
                     .count();
-                (n == 2).then_some(all)
+                (n == 4
+                    && all
+                        .iter()
+                        .any(|e| e.event.as_ref().unwrap().event_type == "OrgKeyGenerated"))
+                .then_some(all)
             }
         },
     )
@@ -744,4 +754,321 @@ async fn bad_audit_requests_are_refused_by_field_with_the_right_code_and_change_
         all_entries(&mut client, acme.org).await.len() as u64,
         c.size
     );
+}
+
+/// A synthetic event of `org`, as another service would publish it.
+fn event(org: OrgId, note: &str) -> coffer_eventstore::RecordedEvent {
+    coffer_eventstore::RecordedEvent {
+        event_id: coffer_types::EventId::new(),
+        org_id: org,
+        service: "diag".into(),
+        aggregate_type: "Probe".into(),
+        aggregate_id: coffer_types::AggregateId::new(),
+        version: 1,
+        event_type: "ProbeSent".into(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        actor: coffer_types::Actor::service("audit-test"),
+        trace_context: Default::default(),
+        payload: note.as_bytes().to_vec(),
+    }
+}
+
+async fn append(db: &coffer_db::Database, e: &coffer_eventstore::RecordedEvent) -> u64 {
+    let mut tx = db.begin_tenant(e.org_id).await.unwrap();
+    let appended = coffer_audit::log::append(&mut tx, e).await.unwrap();
+    tx.commit().await.unwrap();
+    appended.seq
+}
+
+#[tokio::test]
+async fn p4_one_appender_per_org_at_a_time_across_replicas_while_other_orgs_append_in_parallel() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    // Two connection pools stand for two `coffer` replicas; the running app's own consumer
+    // appends the orgs' real events at the same time.
+    let replicas = [
+        app.db.service(coffer_audit::SERVICE).await,
+        app.db.service(coffer_audit::SERVICE).await,
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut ours = Vec::new();
+    for (r, db) in replicas.iter().enumerate() {
+        for w in 0..4 {
+            for org in [acme.org, other.org] {
+                let events: Vec<_> = (0..10)
+                    .map(|i| event(org, &format!("r{r} w{w} #{i}")))
+                    .collect();
+                ours.extend(events.iter().map(|e| (org, e.event_id.to_string())));
+                let db = db.clone();
+                tasks.spawn(async move {
+                    for e in &events {
+                        append(&db, e).await;
+                    }
+                });
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    for org in [&acme, &other] {
+        let client = audit(&app, &org.owner_key).await;
+        let size =
+            coffer_testkit::eventually("the org's events are in", Duration::from_secs(20), || {
+                let mut client = client.clone();
+                async move {
+                    let all = all_entries(&mut client, org.org).await;
+                    all.iter()
+                        .any(|e| e.event.as_ref().unwrap().event_type == "OrgKeyGenerated")
+                        .then_some(all.len() as u64)
+                }
+            })
+            .await;
+        checkpoint_of_at_least(&client, org.org, size).await;
+        let file = export(
+            &mut client.clone(),
+            pb::ExportBundleRequest {
+                org_id: org.org.to_string(),
+                ..Default::default()
+            },
+        )
+        .await;
+        // Gap-free, one chain, one tree: no two appenders ever interleaved within the org.
+        let entries = verify_independently(&file, org.org);
+        let ids: Vec<String> = entries
+            .iter()
+            .map(|e| e.event.as_ref().unwrap().event_id.clone())
+            .collect();
+        for (_, id) in ours.iter().filter(|(o, _)| *o == org.org) {
+            assert_eq!(
+                ids.iter().filter(|x| *x == id).count(),
+                1,
+                "{id} appended once"
+            );
+        }
+    }
+
+    // While one transaction holds Acme's log, a second Acme appender waits for it, and Other's
+    // appends go through.
+    let mut holder = replicas[0].begin_tenant(acme.org).await.unwrap();
+    let first = event(acme.org, "held");
+    let held = coffer_audit::log::append(&mut holder, &first)
+        .await
+        .unwrap();
+    let second = event(acme.org, "waits");
+    let waiting = {
+        let db = replicas[1].clone();
+        let second = second.clone();
+        tokio::spawn(async move { append(&db, &second).await })
+    };
+    let su = app.db.superuser().await;
+    coffer_testkit::eventually(
+        "the second appender waits on the lock",
+        Duration::from_secs(10),
+        || {
+            let su = su.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+                .fetch_one(&su)
+                .await
+                .unwrap();
+                (waiting == 1).then_some(())
+            }
+        },
+    )
+    .await;
+    let meanwhile = tokio::time::timeout(
+        Duration::from_secs(10),
+        append(&replicas[1], &event(other.org, "free")),
+    )
+    .await
+    .expect("another org's append does not wait");
+    assert!(meanwhile > 1);
+    assert!(!waiting.is_finished());
+    holder.commit().await.unwrap();
+    assert_eq!(waiting.await.unwrap(), held.seq + 1);
+}
+
+#[tokio::test]
+async fn p4_a_redelivered_event_is_appended_once() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut client = audit(&app, &acme.owner_key).await;
+    let first =
+        coffer_testkit::eventually("the org's first entry", Duration::from_secs(20), || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_entry(pb::GetEntryRequest {
+                        org_id: acme.org.to_string(),
+                        seq: 1,
+                        tree_size: 0,
+                    })
+                    .await
+                    .ok()
+            }
+        })
+        .await
+        .into_inner();
+    let envelope = pb::AuditEntry::decode(first.leaf.as_slice())
+        .unwrap()
+        .event
+        .unwrap();
+    // The same event again, under another message id so JetStream's own deduplication does
+    // not drop it: only the audit consumer's idempotence stands between it and a second entry.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "redelivered-by-the-test");
+    headers.insert(
+        coffer_eventstore::bus_headers::ORG_ID,
+        envelope.org_id.as_str(),
+    );
+    headers.insert(
+        coffer_eventstore::bus_headers::EVENT_TYPE,
+        envelope.event_type.as_str(),
+    );
+    app.js
+        .publish_with_headers(
+            app.bus
+                .subject(acme.org, &envelope.service, &envelope.event_type),
+            headers,
+            envelope.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // One org's events are appended in stream order, so once a later event is in, the
+    // redelivered one has been handled.
+    let later = crate::credentials::create(
+        &mut crate::credentials::vault(&app, &acme).await,
+        acme.org,
+        "later",
+        b"v",
+    )
+    .await;
+    coffer_testkit::eventually("the later event is in", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let aggregate = later.credential_id.clone();
+        async move {
+            let found = client
+                .query_entries(pb::QueryEntriesRequest {
+                    org_id: acme.org.to_string(),
+                    aggregate_id: aggregate,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries;
+            (found.len() == 2).then_some(())
+        }
+    })
+    .await;
+    let all = all_entries(&mut client, acme.org).await;
+    let copies = all
+        .iter()
+        .filter(|e| e.event.as_ref().unwrap().event_id == envelope.event_id)
+        .count();
+    assert_eq!(copies, 1);
+}
+
+#[tokio::test]
+async fn p3_p4_a_credential_release_is_an_entry_whose_inclusion_proof_verifies_against_a_later_checkpoint()
+ {
+    use coffer_auth::ticket::JobTicket;
+    use coffer_auth::token::Signer;
+    use coffer_proto::credentials::v1 as cred;
+
+    let app = crate::helpers::spawn_tls_app().await;
+    let acme = app.new_org("Acme").await;
+    let db = crate::credentials::create(
+        &mut crate::credentials::vault(&app, &acme).await,
+        acme.org,
+        "prod/db",
+        b"db password",
+    )
+    .await;
+    let (agent_id, agent) = crate::credentials::enrolled_agent(&app, &acme).await;
+    let scheduling = Signer::from_seed(&[7; 32]).unwrap();
+    app.publish_ticket_key(&scheduling).await;
+    let job = uuid::Uuid::now_v7();
+    let ticket = scheduling
+        .issue_ticket(&JobTicket::new(
+            job,
+            1,
+            agent_id.parse().unwrap(),
+            acme.org,
+            vec![db.vault_ref.clone()],
+            std::time::SystemTime::now(),
+            Duration::from_secs(300),
+        ))
+        .unwrap();
+    coffer_testkit::eventually("the release goes through", Duration::from_secs(10), || {
+        let mut agent = agent.clone();
+        let request = cred::ReleaseCredentialsRequest {
+            ticket: ticket.clone(),
+        };
+        async move { agent.release_credentials(request).await.ok() }
+    })
+    .await;
+
+    let mut client = audit(&app, &acme.owner_key).await;
+    let released =
+        coffer_testkit::eventually("the release is in the log", Duration::from_secs(20), || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .query_entries(pb::QueryEntriesRequest {
+                        org_id: acme.org.to_string(),
+                        action: "CredentialsReleased".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .entries
+                    .pop()
+            }
+        })
+        .await;
+    let event = released.event.clone().unwrap();
+    assert_eq!(event.actor.as_ref().unwrap().id, agent_id);
+    let payload =
+        coffer_proto::events::v1::CredentialsReleased::decode(event.payload.as_slice()).unwrap();
+    assert_eq!(
+        (payload.job_id.as_str(), payload.vault_refs.clone()),
+        (job.to_string().as_str(), vec![db.vault_ref.clone()])
+    );
+
+    // A later checkpoint (more entries after the release) proves it.
+    crate::credentials::create(
+        &mut crate::credentials::vault(&app, &acme).await,
+        acme.org,
+        "after",
+        b"v",
+    )
+    .await;
+    let later = checkpoint_of_at_least(&client, acme.org, released.seq + 2).await;
+    let signed = independent::open_checkpoint(&later.signed_note, &later.verifier_key).unwrap();
+    let got = client
+        .get_entry(pb::GetEntryRequest {
+            org_id: acme.org.to_string(),
+            seq: released.seq,
+            tree_size: later.size,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.entry.unwrap().event.unwrap(), event);
+    assert!(independent::inclusion_holds(
+        released.seq - 1,
+        signed.size,
+        &independent::leaf(&got.leaf),
+        &hashes(&got.inclusion_proof),
+        &signed.root
+    ));
 }
