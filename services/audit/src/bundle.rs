@@ -485,3 +485,269 @@ fn check_witness(
         })?;
     Ok(WitnessCheck::ConsistencyProof)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use coffer_eventstore::RecordedEvent;
+    use coffer_tlog::NodeId;
+    use coffer_tlog::note::Signer;
+    use coffer_types::{Actor, AggregateId, EventId};
+
+    use super::*;
+
+    /// A log of `n` entries of `org`, built with the same pieces the service uses, and the
+    /// means to export any part of it.
+    struct Log {
+        org: OrgId,
+        signer: Signer,
+        leaves: Vec<Vec<u8>>,
+        chain: Vec<Hash>,
+        nodes: HashMap<NodeId, Hash>,
+    }
+
+    impl Log {
+        fn new(org: OrgId, n: u64, seed: u8) -> Self {
+            let signer = Signer::new(
+                format!("coffer/audit/{org}"),
+                ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+            )
+            .unwrap();
+            let mut log = Self {
+                org,
+                signer,
+                leaves: Vec::new(),
+                chain: vec![coffer_tlog::chain_genesis(&org.to_string())],
+                nodes: HashMap::new(),
+            };
+            let mut tree = Frontier::new();
+            for seq in 1..=n {
+                let event = RecordedEvent {
+                    event_id: EventId::new(),
+                    org_id: org,
+                    service: "diag".into(),
+                    aggregate_type: "Probe".into(),
+                    aggregate_id: AggregateId::new(),
+                    version: 1,
+                    event_type: "ProbeSent".into(),
+                    schema_version: 1,
+                    occurred_at: chrono::Utc::now(),
+                    actor: Actor::service("test"),
+                    trace_context: Default::default(),
+                    payload: format!("event {seq} seed {seed}").into_bytes(),
+                };
+                let leaf = crate::log::leaf(&event, seq);
+                let leaf_hash = coffer_tlog::leaf_hash(&leaf);
+                let prev = *log.chain.last().unwrap();
+                log.chain.push(coffer_tlog::chain_next(&prev, &leaf_hash));
+                log.nodes.extend(tree.push(leaf_hash));
+                log.leaves.push(leaf);
+            }
+            log
+        }
+
+        fn get(&self) -> impl Fn(NodeId) -> Option<Hash> + '_ {
+            |id| self.nodes.get(&id).copied()
+        }
+
+        fn checkpoint(&self, size: u64) -> String {
+            let root = coffer_tlog::root(size, self.get()).unwrap();
+            let body = Checkpoint {
+                origin: self.signer.name().to_owned(),
+                size,
+                root,
+                extensions: Vec::new(),
+            }
+            .to_body();
+            self.signer.sign(&body).unwrap()
+        }
+
+        fn bundle(&self, from_seq: u64, size: u64, consistency_from: Option<u64>) -> Vec<u8> {
+            let mut w = Writer::new(Vec::new()).unwrap();
+            let prior = from_seq - 1;
+            let record = |r| pb::BundleRecord { record: Some(r) };
+            w.write(&record(pb::bundle_record::Record::Header(
+                pb::BundleHeader {
+                    format: FORMAT.into(),
+                    org_id: self.org.to_string(),
+                    checkpoint: self.checkpoint(size),
+                    verifier_key: self.signer.verifier().to_vkey(),
+                    from_seq,
+                    prior_chain_hash: self.chain[prior as usize].to_vec(),
+                    prior_subtrees: coffer_tlog::root_nodes(prior)
+                        .iter()
+                        .map(|id| self.nodes[id].to_vec())
+                        .collect(),
+                    exported_at: None,
+                },
+            )))
+            .unwrap();
+            for seq in from_seq..=size {
+                w.write(&record(pb::bundle_record::Record::Entry(pb::BundleEntry {
+                    seq,
+                    leaf: self.leaves[seq as usize - 1].clone(),
+                    chain_hash: self.chain[seq as usize].to_vec(),
+                })))
+                .unwrap();
+            }
+            let proof = consistency_from
+                .map(|m| coffer_tlog::consistency_proof(m, size, self.get()).unwrap())
+                .unwrap_or_default();
+            w.write(&record(pb::bundle_record::Record::Trailer(
+                pb::BundleTrailer {
+                    entries: size + 1 - from_seq,
+                    consistency_from_size: consistency_from.unwrap_or(0),
+                    consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+                },
+            )))
+            .unwrap();
+            w.finish().unwrap()
+        }
+    }
+
+    fn check(file: &[u8], options: &Options) -> Result<Report, VerifyError> {
+        verify(file, options)
+    }
+
+    fn witness(note: String) -> Options {
+        Options {
+            witness: Some(note),
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn a_whole_log_verifies_and_says_what_it_checked() {
+        let log = Log::new(OrgId::new(), 9, 1);
+        let report = check(&log.bundle(1, 9, None), &witness(log.checkpoint(5))).unwrap();
+        assert_eq!((report.org, report.size, report.entries), (log.org, 9, 9));
+        assert_eq!(report.chain_head, log.chain[9]);
+        assert_eq!(report.witness, Some((5, WitnessCheck::Recomputed)));
+        assert_eq!(report.verifier_key, log.signer.verifier().to_vkey());
+    }
+
+    #[test]
+    fn a_bundle_cut_anywhere_or_made_of_garbage_is_refused() {
+        let log = Log::new(OrgId::new(), 2, 1);
+        let file = log.bundle(1, 2, None);
+        for cut in 0..file.len() {
+            assert!(
+                check(&file[..cut], &Options::default()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let e = check(b"", &Options::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("does not start with the line"),
+            "{e}"
+        );
+        let e = check(b"\x89PNG\r\n\x1a\n garbage", &Options::default()).unwrap_err();
+        assert!(matches!(e, VerifyError::Format(_)), "{e}");
+        let mut trailing = file.clone();
+        trailing.extend_from_slice(&file[23..]);
+        let e = check(&trailing, &Options::default()).unwrap_err();
+        assert!(e.to_string().contains("records follow the trailer"), "{e}");
+        let mut huge = FORMAT.as_bytes().to_vec();
+        huge.extend_from_slice(b"\n\xff\xff\xff\xff\x0f");
+        let e = check(&huge, &Options::default()).unwrap_err();
+        assert!(e.to_string().contains("more than the"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_leaf_breaks_the_chain() {
+        let log = Log::new(OrgId::new(), 6, 1);
+        let file = log.bundle(1, 6, None);
+        // The payload bytes of entry 3 sit inside its leaf; flip one.
+        let needle = b"event 3 seed 1";
+        let at = file
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
+        let mut tampered = file.clone();
+        tampered[at] ^= 1;
+        let e = check(&tampered, &Options::default()).unwrap_err();
+        assert!(matches!(e, VerifyError::Chain { seq: 3 }), "{e}");
+    }
+
+    #[test]
+    fn another_orgs_bundle_or_witness_or_key_is_refused() {
+        let ours = Log::new(OrgId::new(), 3, 1);
+        let theirs = Log::new(OrgId::new(), 3, 2);
+        let file = theirs.bundle(1, 3, None);
+        let e = check(
+            &file,
+            &Options {
+                org: Some(ours.org),
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, VerifyError::WrongOrg { .. }), "{e}");
+        let e = check(&ours.bundle(1, 3, None), &witness(theirs.checkpoint(2))).unwrap_err();
+        assert!(matches!(e, VerifyError::Witness(_)), "{e}");
+        let e = check(
+            &ours.bundle(1, 3, None),
+            &Options {
+                key: Some(theirs.signer.verifier().to_vkey()),
+                ..Options::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not by the expected key"), "{e}");
+    }
+
+    #[test]
+    fn a_witness_exposes_truncation_and_forks_that_the_chain_alone_misses() {
+        let log = Log::new(OrgId::new(), 8, 1);
+        let shorter = log.bundle(1, 6, None);
+        check(&shorter, &Options::default()).unwrap();
+        let e = check(&shorter, &witness(log.checkpoint(8))).unwrap_err();
+        assert!(e.to_string().contains("removed from its end"), "{e}");
+
+        // Same key, same size, other entries: a fork.
+        let mut fork = Log::new(log.org, 8, 1);
+        fork.signer = Signer::new(
+            log.signer.name().to_owned(),
+            ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+        )
+        .unwrap();
+        let forked = fork.bundle(1, 8, None);
+        check(&forked, &Options::default()).unwrap();
+        let e = check(&forked, &witness(log.checkpoint(8))).unwrap_err();
+        assert!(e.to_string().contains("forked or rewritten"), "{e}");
+    }
+
+    #[test]
+    fn a_partial_bundle_proves_consistency_with_an_older_witness_through_its_proof() {
+        let log = Log::new(OrgId::new(), 13, 1);
+        let partial = log.bundle(7, 13, Some(3));
+        let report = check(&partial, &witness(log.checkpoint(3))).unwrap();
+        assert_eq!((report.from_seq, report.entries), (7, 7));
+        assert_eq!(report.witness, Some((3, WitnessCheck::ConsistencyProof)));
+        // A witness inside the partial range is recomputed from the entries.
+        let report = check(&partial, &witness(log.checkpoint(9))).unwrap();
+        assert_eq!(report.witness, Some((9, WitnessCheck::Recomputed)));
+        // Without a proof from its size, an older witness cannot be checked.
+        let e = check(&log.bundle(7, 13, None), &witness(log.checkpoint(3))).unwrap_err();
+        assert!(e.to_string().contains("--consistency-from 3"), "{e}");
+        // A witness of a forked history fails the proof.
+        let fork = Log::new(log.org, 13, 1);
+        let forked_witness = {
+            let root = coffer_tlog::root(3, fork.get()).unwrap();
+            log.signer
+                .sign(
+                    &Checkpoint {
+                        origin: log.signer.name().to_owned(),
+                        size: 3,
+                        root,
+                        extensions: Vec::new(),
+                    }
+                    .to_body(),
+                )
+                .unwrap()
+        };
+        let e = check(&partial, &witness(forked_witness)).unwrap_err();
+        assert!(e.to_string().contains("does not hold"), "{e}");
+    }
+}
