@@ -1,12 +1,15 @@
 //! Typed clients, one per Coffer service, one method per RPC. Get them from a
 //! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
 //! [`Client::tokens`], [`Client::enrollment_tokens`], [`Client::agents`],
-//! [`Client::credentials`], [`Client::org_keys`], [`Client::master_keys`],
+//! [`Client::credentials`], [`Client::org_keys`], [`Client::master_keys`], [`Client::audit`],
 //! [`Client::diagnostics`].
 
 use std::time::Duration;
 
 use coffer_auth::Role;
+use coffer_proto::audit::v1 as audit_pb;
+use coffer_proto::audit::v1::BundleRecord;
+use coffer_proto::audit::v1::audit_service_client::AuditServiceClient;
 use coffer_proto::credentials::v1 as cred_pb;
 use coffer_proto::credentials::v1::{
     credential_service_client::CredentialServiceClient,
@@ -24,13 +27,16 @@ use coffer_proto::enrollment::v1::{
 use coffer_types::{
     AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, OrgId, UserId,
 };
+use prost::Message;
 use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::client::Rpc;
+use crate::model::{next_page, page_request};
 use crate::{
-    AccessToken, Agent, ApiKey, Client, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg,
-    Credential, Crl, EnrollmentToken, Error, Jwks, KeyCoverage, MasterKeyRotation, Member,
-    NewApiKey, Org, OrgRecipient, Probe, Purpose, RecoveryKey, SentProbe,
+    AccessToken, Agent, ApiKey, AuditEntry, AuditQuery, Checkpoint, Client, ConsistencyProof,
+    CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl, EnrollmentToken,
+    EntryProof, Error, ExportOptions, ExportedBundle, Jwks, KeyCoverage, MasterKeyRotation, Member,
+    NewApiKey, Org, OrgRecipient, Page, Probe, Purpose, RecoveryKey, SentProbe,
 };
 
 /// Organisations (`coffer.enrollment.v1.OrgService`).
@@ -867,3 +873,247 @@ impl<'a> Diagnostics<'a> {
             .try_into()
     }
 }
+
+/// An org's tamper-evident audit log (`coffer.audit.v1.AuditService`): entries, signed
+/// checkpoints, inclusion and consistency proofs, and the export bundle. Readable by the org's
+/// owners, admins and auditors; nothing here changes the log.
+///
+/// The SDK returns what the server sent without checking the proofs: check them with
+/// `coffer-tlog` (or run `coffer audit entry|consistency|verify`, which do).
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Audit<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// One page of `org`'s entries matching `query`, oldest first.
+    pub async fn query(&self, org: OrgId, query: &AuditQuery) -> Result<Page<AuditEntry>, Error> {
+        let response = self
+            .client
+            .call(
+                Rpc::read("QueryEntries"),
+                query.to_request(org),
+                |channel, request| async move {
+                    AuditServiceClient::new(channel)
+                        .query_entries(request)
+                        .await
+                },
+            )
+            .await?;
+        Ok(Page {
+            items: response
+                .entries
+                .into_iter()
+                .map(AuditEntry::try_from)
+                .collect::<Result<_, _>>()?,
+            next_page_token: next_page(response.page),
+        })
+    }
+
+    /// Every entry of `org` matching `query`, from the page it names on, following the pages.
+    pub async fn query_all(&self, org: OrgId, query: AuditQuery) -> Result<Vec<AuditEntry>, Error> {
+        let mut query = query;
+        let mut all = Vec::new();
+        loop {
+            let page = self.query(org, &query).await?;
+            all.extend(page.items);
+            match page.next_page_token {
+                Some(token) => query = query.page_token(token),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Entry `seq` of `org`'s log (from 1), its leaf, and its inclusion proof against the
+    /// checkpoint of `tree_size` (`None`: the latest). [`Error::NotFound`] beyond the log;
+    /// `OUT_OF_RANGE` ([`Error::Server`]) if the checkpoint does not cover it yet.
+    pub async fn entry(
+        &self,
+        org: OrgId,
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<EntryProof, Error> {
+        let request = audit_pb::GetEntryRequest {
+            org_id: org.to_string(),
+            seq,
+            tree_size: tree_size.unwrap_or(0),
+        };
+        self.client
+            .call(
+                Rpc::read("GetEntry"),
+                request,
+                |channel, request| async move {
+                    AuditServiceClient::new(channel).get_entry(request).await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// The checkpoint of `size` (`None`: the latest). [`Error::NotFound`] if no checkpoint
+    /// was issued at that size; [`Error::FailedPrecondition`] if none was issued yet at all.
+    pub async fn checkpoint(&self, org: OrgId, size: Option<u64>) -> Result<Checkpoint, Error> {
+        let request = audit_pb::GetCheckpointRequest {
+            org_id: org.to_string(),
+            size: size.unwrap_or(0),
+        };
+        self.client
+            .call(
+                Rpc::read("GetCheckpoint"),
+                request,
+                |channel, request| async move {
+                    AuditServiceClient::new(channel)
+                        .get_checkpoint(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// One page of the checkpoints issued for `org`, newest first: at most `page_size` (the
+    /// server's default when `None`), from `page_token` (a [`Page::next_page_token`]) on.
+    pub async fn checkpoints(
+        &self,
+        org: OrgId,
+        page_size: Option<u32>,
+        page_token: Option<&str>,
+    ) -> Result<Page<Checkpoint>, Error> {
+        let request = audit_pb::ListCheckpointsRequest {
+            org_id: org.to_string(),
+            page: page_request(page_size, page_token),
+        };
+        let response = self
+            .client
+            .call(
+                Rpc::read("ListCheckpoints"),
+                request,
+                |channel, request| async move {
+                    AuditServiceClient::new(channel)
+                        .list_checkpoints(request)
+                        .await
+                },
+            )
+            .await?;
+        Ok(Page {
+            items: response
+                .checkpoints
+                .into_iter()
+                .map(Checkpoint::try_from)
+                .collect::<Result<_, _>>()?,
+            next_page_token: next_page(response.page),
+        })
+    }
+
+    /// The RFC 9162 consistency proof from size `from` to size `to` of `org`'s log
+    /// (`1 <= from <= to <= ` the log's size).
+    pub async fn consistency(
+        &self,
+        org: OrgId,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, Error> {
+        let request = audit_pb::GetConsistencyProofRequest {
+            org_id: org.to_string(),
+            from_size: from,
+            to_size: to,
+        };
+        self.client
+            .call(
+                Rpc::read("GetConsistencyProof"),
+                request,
+                |channel, request| async move {
+                    AuditServiceClient::new(channel)
+                        .get_consistency_proof(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Starts exporting `org`'s log as a bundle: a header, the entries in order, a trailer,
+    /// read one record at a time from the returned stream, or written to a file with
+    /// [`BundleStream::write_to`]. A refused request (a size beyond the log, no checkpoint
+    /// yet) fails here, before any record.
+    pub async fn export(&self, org: OrgId, options: ExportOptions) -> Result<BundleStream, Error> {
+        let request = audit_pb::ExportBundleRequest {
+            org_id: org.to_string(),
+            from_seq: options.from_seq,
+            tree_size: options.tree_size,
+            consistency_from: options.consistency_from,
+        };
+        let records = self
+            .client
+            .call(
+                Rpc::read("ExportBundle"),
+                request,
+                |channel, request| async move {
+                    AuditServiceClient::new(channel)
+                        .export_bundle(request)
+                        .await
+                },
+            )
+            .await?;
+        Ok(BundleStream { records })
+    }
+}
+
+/// The records of an export bundle as the server streams them (see [`Audit::export`]).
+///
+/// They are the protobuf messages themselves ([`BundleRecord`]): the bundle file is made of
+/// exactly these, so whatever writes one needs them as sent.
+#[derive(Debug)]
+pub struct BundleStream {
+    records: tonic::Streaming<BundleRecord>,
+}
+
+impl BundleStream {
+    /// The next record; `None` after the last. A failure mid-stream (the server lost its
+    /// database, the connection broke) is an error here; the export is then incomplete.
+    pub async fn next(&mut self) -> Result<Option<BundleRecord>, Error> {
+        self.records
+            .message()
+            .await
+            .map_err(|status| Error::from_status(&status, 1))
+    }
+
+    /// Writes the whole bundle to `out` in its file format: the line `coffer-audit-bundle-v1`,
+    /// then each record as a protobuf varint length and the encoded message. The result is
+    /// what `coffer audit verify` checks, with no server. Fails with [`Error::Protocol`] if
+    /// the stream ends before its trailer, and with [`Error::Io`] if `out` refuses a write.
+    pub async fn write_to(mut self, mut out: impl std::io::Write) -> Result<ExportedBundle, Error> {
+        use coffer_proto::audit::v1::bundle_record::Record;
+        let io = |e: std::io::Error| Error::Io {
+            message: format!("write the bundle: {e}"),
+        };
+        out.write_all(BUNDLE_FORMAT_LINE).map_err(io)?;
+        let mut from_seq = None;
+        while let Some(record) = self.next().await? {
+            out.write_all(&record.encode_length_delimited_to_vec())
+                .map_err(io)?;
+            match record.record {
+                Some(Record::Header(h)) => from_seq = Some(h.from_seq),
+                Some(Record::Trailer(t)) => {
+                    let from_seq = from_seq
+                        .ok_or_else(|| Error::protocol("the export has no BundleHeader"))?;
+                    out.flush().map_err(io)?;
+                    return Ok(ExportedBundle {
+                        from_seq,
+                        entries: t.entries,
+                        size: (from_seq + t.entries).saturating_sub(1),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Err(Error::protocol("the export ended before its BundleTrailer"))
+    }
+}
+
+/// The first line of a bundle file.
+const BUNDLE_FORMAT_LINE: &[u8] = b"coffer-audit-bundle-v1\n";

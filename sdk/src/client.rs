@@ -19,8 +19,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::api::{
-    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, MasterKeys, Members, OrgKeys,
-    Orgs, Tokens,
+    Agents, ApiKeys, Audit, Credentials, Diagnostics, EnrollmentTokens, MasterKeys, Members,
+    OrgKeys, Orgs, Tokens,
 };
 use crate::retry::{Kind, RetryPolicy};
 use crate::token::{self, Exchange};
@@ -260,6 +260,12 @@ impl Client {
     /// Platform owners and admins only.
     pub fn master_keys(&self) -> MasterKeys<'_> {
         MasterKeys::new(self)
+    }
+
+    /// The org's tamper-evident audit log: entries, signed checkpoints, proofs and the export
+    /// bundle. Owners, admins and auditors.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit::new(self)
     }
 
     /// End-to-end checks of a running deployment.

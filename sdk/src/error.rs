@@ -105,11 +105,18 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// Writing what the server sent to a local sink failed (an export bundle's file, for
+    /// instance).
+    #[error("{message}")]
+    Io {
+        /// What was being written, and the I/O error.
+        message: String,
+    },
 }
 
 impl Error {
     /// The gRPC code this error stands for; `None` for errors the SDK detected itself
-    /// ([`Error::Protocol`], [`Error::InvalidEndpoint`]). Transport failures report
+    /// ([`Error::Protocol`], [`Error::InvalidEndpoint`], [`Error::Io`]). Transport failures report
     /// `UNAVAILABLE`, timeouts `DEADLINE_EXCEEDED`.
     pub fn code(&self) -> Option<Code> {
         Some(match self {
@@ -123,7 +130,9 @@ impl Error {
             Error::Unavailable { .. } | Error::Transport { .. } => Code::Unavailable,
             Error::Timeout { .. } => Code::DeadlineExceeded,
             Error::Server { code, .. } => *code,
-            Error::Protocol { .. } | Error::InvalidEndpoint { .. } => return None,
+            Error::Protocol { .. } | Error::InvalidEndpoint { .. } | Error::Io { .. } => {
+                return None;
+            }
         })
     }
 

@@ -16,10 +16,12 @@
 //! - **Types.** One typed client per service ([`Client::orgs`], [`Client::members`],
 //!   [`Client::api_keys`], [`Client::tokens`], [`Client::enrollment_tokens`],
 //!   [`Client::agents`], [`Client::credentials`], [`Client::org_keys`],
-//!   [`Client::master_keys`], [`Client::diagnostics`]) taking and returning SDK types: ids as the
+//!   [`Client::master_keys`], [`Client::audit`], [`Client::diagnostics`]) taking and returning
+//!   SDK types: ids as the
 //!   [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`]/[`CredentialId`]
-//!   newtypes, roles as [`Role`], times as `chrono` UTC. Answers are validated; a malformed
-//!   one is [`Error::Protocol`].
+//!   newtypes, roles as [`Role`], times as `chrono` UTC, audit-log hashes as [`Hash`]. Answers
+//!   are validated; a malformed one is [`Error::Protocol`]. The one protobuf type exposed is
+//!   [`BundleRecord`], because the audit export bundle file is made of exactly those messages.
 //! - **Secrets.** Secrets the server returns (new API keys and enrollment tokens, the
 //!   recovery key) are [`SecretString`]s, and credential values are given as [`SecretSlice`]s:
 //!   zeroed on drop, `[REDACTED]` in `Debug` (see [`Credentials`] for the copy each request
@@ -77,20 +79,25 @@ mod retry;
 mod token;
 
 pub use api::{
-    Agents, ApiKeys, Credentials, Diagnostics, EnrollmentTokens, MasterKeys, Members, OrgKeys,
-    Orgs, Tokens,
+    Agents, ApiKeys, Audit, BundleStream, Credentials, Diagnostics, EnrollmentTokens, MasterKeys,
+    Members, OrgKeys, Orgs, Tokens,
 };
 pub use client::{Client, ClientOptions};
 pub use coffer_auth::Role;
+/// A record of an export bundle, as streamed and as stored in the bundle file (the protobuf
+/// message itself: the file format is made of these).
+pub use coffer_proto::audit::v1::BundleRecord;
 pub use coffer_types::{
-    AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId, OrgId, UserId,
+    Actor, ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId,
+    OrgId, UserId,
 };
 pub use error::Error;
 pub use model::{
-    AccessToken, Agent, ApiKey, CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl,
-    EnrollmentToken, Jwk, Jwks, KeyCoverage, KeyCoverageEntry, MasterKeyRotation, Member,
-    NewApiKey, Org, OrgRecipient, ParsePurposeError, Probe, Purpose, RecoveryKey, RotationState,
-    SentProbe, WrappedKeyPurpose,
+    AccessToken, Agent, ApiKey, AuditEntry, AuditQuery, Checkpoint, ConsistencyProof,
+    CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl, EnrollmentToken,
+    EntryProof, Event, ExportOptions, ExportedBundle, Hash, Jwk, Jwks, KeyCoverage,
+    KeyCoverageEntry, MasterKeyRotation, Member, NewApiKey, Org, OrgRecipient, Page,
+    ParsePurposeError, Probe, Purpose, RecoveryKey, RotationState, SentProbe, WrappedKeyPurpose,
 };
 pub use retry::RetryPolicy;
 pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};

@@ -6,12 +6,16 @@
 
 use chrono::{DateTime, Utc};
 use coffer_auth::Role;
+use coffer_proto::audit::v1 as audit_pb;
+use coffer_proto::common::v1 as common_pb;
 use coffer_proto::credentials::v1 as cred_pb;
 use coffer_proto::diagnostics::v1 as diag_pb;
 use coffer_proto::enrollment::v1 as pb;
-use coffer_proto::time::from_timestamp;
+use coffer_proto::events::v1 as events_pb;
+use coffer_proto::time::{from_timestamp, to_timestamp};
 use coffer_types::{
-    AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId, OrgId, UserId,
+    Actor, ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId,
+    OrgId, UserId,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -533,6 +537,335 @@ pub struct KeyCoverageEntry {
     pub wrapped_keys: u64,
 }
 
+/// A SHA-256 digest in the audit log: a leaf hash, chain hash, Merkle root or proof node.
+/// Shown and serialised as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn from_wire(bytes: &[u8], field: &str) -> Result<Self, Error> {
+        bytes
+            .try_into()
+            .map(Hash)
+            .map_err(|_| Error::protocol(format!("{field} is not 32 bytes")))
+    }
+}
+
+impl std::fmt::Display for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&to_hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&to_hex(&self.0))
+    }
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&to_hex(bytes))
+}
+
+/// One event as the audit log holds it: who did what to which aggregate, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// Its id.
+    pub event_id: EventId,
+    /// Its org ([`OrgId::PLATFORM`] for platform events).
+    pub org_id: OrgId,
+    /// The service that recorded it, e.g. `credentials`.
+    pub service: String,
+    /// The kind of thing it happened to, e.g. `Credential`.
+    pub aggregate_type: String,
+    /// The thing it happened to.
+    pub aggregate_id: AggregateId,
+    /// Its position in that aggregate's history, from 1.
+    pub version: u64,
+    /// What happened, in the past tense, e.g. `CredentialCreated`.
+    pub event_type: String,
+    /// The version of the payload's schema.
+    pub schema_version: u32,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Who caused it.
+    pub actor: Actor,
+    /// The event's own protobuf message (named by `event_type`), encoded; hex in JSON.
+    #[serde(serialize_with = "hex_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// An entry of an org's audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// Its position, from 1 (the Merkle leaf index is `seq - 1`).
+    pub seq: u64,
+    /// The event it records.
+    pub event: Event,
+    /// SHA-256(0x00 || leaf), the leaf being the encoded `AuditEntry` protobuf.
+    pub leaf_hash: Hash,
+    /// h_seq = SHA-256(h_{seq-1} || leaf_hash), h_0 = SHA-256("coffer-audit-v1" || org id).
+    pub chain_hash: Hash,
+    /// When the audit service appended it.
+    pub appended_at: DateTime<Utc>,
+}
+
+/// A signed tree head of an org's audit log: a C2SP tlog-checkpoint in signed-note form.
+///
+/// The fields beside [`Checkpoint::signed_note`] are the server's reading of it; only the note
+/// and its signature are evidence. Check the signature with the verifier key (and pin that key
+/// once known) before relying on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The org whose log it is.
+    pub org_id: OrgId,
+    /// How many entries it covers.
+    pub size: u64,
+    /// The RFC 9162 Merkle root of entries `1..=size`.
+    pub root_hash: Hash,
+    /// The signed note, origin `<deployment>/audit/<org_id>`. Keep it to witness the log later
+    /// (`coffer audit verify --witness`).
+    pub signed_note: String,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// The note verifier key (`<name>+<key hash>+<base64 key>`) that verifies it.
+    pub verifier_key: String,
+}
+
+/// An entry with the evidence that it is in the log: its leaf bytes and an RFC 9162 inclusion
+/// proof against a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct EntryProof {
+    /// The entry.
+    pub entry: AuditEntry,
+    /// The leaf: the encoded `coffer.audit.v1.AuditEntry` whose hash is the Merkle leaf; hex in
+    /// JSON.
+    #[serde(serialize_with = "hex_bytes")]
+    pub leaf: Vec<u8>,
+    /// The proof of leaf index `seq - 1` in the tree of `checkpoint.size` leaves.
+    pub inclusion_proof: Vec<Hash>,
+    /// The checkpoint it proves inclusion in.
+    pub checkpoint: Checkpoint,
+}
+
+/// An RFC 9162 consistency proof: the log at `from_size` is a prefix of the log at `to_size`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub from_size: u64,
+    /// The newer size.
+    pub to_size: u64,
+    /// The root at `from_size`, as the server computed it.
+    pub from_root: Hash,
+    /// The root at `to_size`, as the server computed it.
+    pub to_root: Hash,
+    /// The proof's hashes.
+    pub proof: Vec<Hash>,
+}
+
+/// One page of a list, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// This page's items.
+    pub items: Vec<T>,
+    /// Pass it to the next request for the following page; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// Which audit entries [`crate::Audit::query`] returns: every filter is optional, entries come
+/// oldest first, a page at a time.
+///
+/// ```
+/// use coffer_sdk::{ActorKind, AuditQuery};
+/// let query = AuditQuery::new()
+///     .action("CredentialsReleased")
+///     .actor_kind(ActorKind::Agent)
+///     .from(chrono::Utc::now() - chrono::Duration::days(7))
+///     .page_size(500);
+/// # let _ = query;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    actor_kind: Option<ActorKind>,
+    actor_id: Option<String>,
+    action: Option<String>,
+    aggregate_type: Option<String>,
+    aggregate_id: Option<AggregateId>,
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+impl AuditQuery {
+    /// Every entry, first page, the server's default page size (100).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events that occurred at or after `at`.
+    pub fn from(mut self, at: DateTime<Utc>) -> Self {
+        self.from = Some(at);
+        self
+    }
+
+    /// Events that occurred before `at`.
+    pub fn to(mut self, at: DateTime<Utc>) -> Self {
+        self.to = Some(at);
+        self
+    }
+
+    /// Events caused by this kind of principal.
+    pub fn actor_kind(mut self, kind: ActorKind) -> Self {
+        self.actor_kind = Some(kind);
+        self
+    }
+
+    /// Events caused by the principal with this id (needs [`AuditQuery::actor_kind`]).
+    pub fn actor_id(mut self, id: impl Into<String>) -> Self {
+        self.actor_id = Some(id.into());
+        self
+    }
+
+    /// Events caused by `actor`.
+    pub fn actor(self, actor: &Actor) -> Self {
+        self.actor_kind(actor.kind).actor_id(actor.id.clone())
+    }
+
+    /// Events of this type, e.g. `CredentialCreated`.
+    pub fn action(mut self, event_type: impl Into<String>) -> Self {
+        self.action = Some(event_type.into());
+        self
+    }
+
+    /// Events of aggregates of this type, e.g. `Credential`.
+    pub fn aggregate_type(mut self, aggregate_type: impl Into<String>) -> Self {
+        self.aggregate_type = Some(aggregate_type.into());
+        self
+    }
+
+    /// Events of this aggregate.
+    pub fn aggregate_id(mut self, id: AggregateId) -> Self {
+        self.aggregate_id = Some(id);
+        self
+    }
+
+    /// At most `size` entries per page (1 to 1000).
+    pub fn page_size(mut self, size: u32) -> Self {
+        self.page_size = Some(size);
+        self
+    }
+
+    /// The page that `token` (a [`Page::next_page_token`]) starts.
+    pub fn page_token(mut self, token: impl Into<String>) -> Self {
+        self.page_token = Some(token.into());
+        self
+    }
+
+    pub(crate) fn to_request(&self, org: OrgId) -> audit_pb::QueryEntriesRequest {
+        audit_pb::QueryEntriesRequest {
+            org_id: org.to_string(),
+            from: self.from.map(to_timestamp),
+            to: self.to.map(to_timestamp),
+            actor_kind: self
+                .actor_kind
+                .map(|k| k.as_str().to_owned())
+                .unwrap_or_default(),
+            actor_id: self.actor_id.clone().unwrap_or_default(),
+            action: self.action.clone().unwrap_or_default(),
+            aggregate_type: self.aggregate_type.clone().unwrap_or_default(),
+            aggregate_id: self
+                .aggregate_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            page: page_request(self.page_size, self.page_token.as_deref()),
+        }
+    }
+}
+
+pub(crate) fn page_request(
+    size: Option<u32>,
+    token: Option<&str>,
+) -> Option<common_pb::PageRequest> {
+    Some(common_pb::PageRequest {
+        page_size: size.unwrap_or(0),
+        page_token: token.unwrap_or_default().to_owned(),
+    })
+}
+
+/// What [`crate::Audit::export`] puts in the bundle. By default: the whole log, up to the latest
+/// checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    pub(crate) from_seq: u64,
+    pub(crate) tree_size: u64,
+    pub(crate) consistency_from: u64,
+}
+
+impl ExportOptions {
+    /// The whole log up to the latest checkpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start at entry `seq` (the earlier ones are summarised by their Merkle subtrees and the
+    /// chain hash before `seq`).
+    pub fn from_seq(mut self, seq: u64) -> Self {
+        self.from_seq = seq;
+        self
+    }
+
+    /// End at the checkpoint of this size instead of the latest.
+    pub fn tree_size(mut self, size: u64) -> Self {
+        self.tree_size = size;
+        self
+    }
+
+    /// Also carry a consistency proof from this older size, for a witness that holds a
+    /// checkpoint older than [`ExportOptions::from_seq`].
+    pub fn consistency_from(mut self, size: u64) -> Self {
+        self.consistency_from = size;
+        self
+    }
+}
+
+/// What [`crate::BundleStream::write_to`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ExportedBundle {
+    /// The first entry in the bundle.
+    pub from_seq: u64,
+    /// How many entries it holds.
+    pub entries: u64,
+    /// The size of the checkpoint it ends at: `from_seq - 1 + entries`.
+    pub size: u64,
+}
+
 fn id<T: std::str::FromStr>(s: &str, field: &str) -> Result<T, Error> {
     s.parse()
         .map_err(|_| Error::protocol(format!("{field} is not a UUID")))
@@ -885,6 +1218,101 @@ impl TryFrom<diag_pb::GetProbeResponse> for Probe {
     }
 }
 
+fn hashes(list: Vec<Vec<u8>>, field: &str) -> Result<Vec<Hash>, Error> {
+    list.iter().map(|h| Hash::from_wire(h, field)).collect()
+}
+
+impl TryFrom<events_pb::EventEnvelope> for Event {
+    type Error = Error;
+    fn try_from(e: events_pb::EventEnvelope) -> Result<Self, Error> {
+        let actor = required(e.actor, "EventEnvelope.actor")?;
+        Ok(Self {
+            event_id: id(&e.event_id, "EventEnvelope.event_id")?,
+            org_id: id(&e.org_id, "EventEnvelope.org_id")?,
+            service: e.service,
+            aggregate_type: e.aggregate_type,
+            aggregate_id: id(&e.aggregate_id, "EventEnvelope.aggregate_id")?,
+            version: e.version,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            occurred_at: time(e.occurred_at, "EventEnvelope.occurred_at")?,
+            actor: Actor {
+                kind: actor
+                    .kind
+                    .parse()
+                    .map_err(|_| Error::protocol("EventEnvelope.actor.kind is not a known kind"))?,
+                id: actor.id,
+            },
+            payload: e.payload,
+        })
+    }
+}
+
+impl TryFrom<audit_pb::Entry> for AuditEntry {
+    type Error = Error;
+    fn try_from(e: audit_pb::Entry) -> Result<Self, Error> {
+        Ok(Self {
+            seq: e.seq,
+            event: required(e.event, "Entry.event")?.try_into()?,
+            leaf_hash: Hash::from_wire(&e.leaf_hash, "Entry.leaf_hash")?,
+            chain_hash: Hash::from_wire(&e.chain_hash, "Entry.chain_hash")?,
+            appended_at: time(e.appended_at, "Entry.appended_at")?,
+        })
+    }
+}
+
+impl TryFrom<audit_pb::Checkpoint> for Checkpoint {
+    type Error = Error;
+    fn try_from(c: audit_pb::Checkpoint) -> Result<Self, Error> {
+        if c.signed_note.is_empty() || c.verifier_key.is_empty() {
+            return Err(Error::protocol(
+                "Checkpoint.signed_note and Checkpoint.verifier_key are both required",
+            ));
+        }
+        Ok(Self {
+            org_id: id(&c.org_id, "Checkpoint.org_id")?,
+            size: c.size,
+            root_hash: Hash::from_wire(&c.root_hash, "Checkpoint.root_hash")?,
+            signed_note: c.signed_note,
+            issued_at: time(c.issued_at, "Checkpoint.issued_at")?,
+            verifier_key: c.verifier_key,
+        })
+    }
+}
+
+impl TryFrom<audit_pb::GetEntryResponse> for EntryProof {
+    type Error = Error;
+    fn try_from(r: audit_pb::GetEntryResponse) -> Result<Self, Error> {
+        if r.leaf.is_empty() {
+            return Err(Error::protocol("GetEntryResponse.leaf is missing"));
+        }
+        Ok(Self {
+            entry: required(r.entry, "GetEntryResponse.entry")?.try_into()?,
+            leaf: r.leaf,
+            inclusion_proof: hashes(r.inclusion_proof, "GetEntryResponse.inclusion_proof")?,
+            checkpoint: required(r.checkpoint, "GetEntryResponse.checkpoint")?.try_into()?,
+        })
+    }
+}
+
+impl TryFrom<audit_pb::ConsistencyProof> for ConsistencyProof {
+    type Error = Error;
+    fn try_from(p: audit_pb::ConsistencyProof) -> Result<Self, Error> {
+        Ok(Self {
+            from_size: p.from_size,
+            to_size: p.to_size,
+            from_root: Hash::from_wire(&p.from_root, "ConsistencyProof.from_root")?,
+            to_root: Hash::from_wire(&p.to_root, "ConsistencyProof.to_root")?,
+            proof: hashes(p.proof, "ConsistencyProof.proof")?,
+        })
+    }
+}
+
+/// The next page token of a list answer: `None` when empty (the last page).
+pub(crate) fn next_page(page: Option<common_pb::PageResponse>) -> Option<String> {
+    page.map(|p| p.next_page_token).filter(|t| !t.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use coffer_proto::time::to_timestamp;
@@ -1051,6 +1479,96 @@ mod tests {
             Error::Protocol {
                 message: "KeyCoverageEntry.purpose is not a known purpose".into()
             }
+        );
+    }
+
+    #[test]
+    fn audit_answers_are_validated_and_hashes_show_as_hex() {
+        let event = || events_pb::EventEnvelope {
+            event_id: EventId::new().to_string(),
+            org_id: OrgId::new().to_string(),
+            service: "credentials".into(),
+            aggregate_type: "Credential".into(),
+            aggregate_id: AggregateId::new().to_string(),
+            version: 1,
+            event_type: "CredentialCreated".into(),
+            schema_version: 1,
+            occurred_at: Some(to_timestamp(Utc::now())),
+            actor: Some(coffer_proto::common::v1::Actor {
+                kind: "api_key".into(),
+                id: ApiKeyId::new().to_string(),
+            }),
+            trace_context: Default::default(),
+            payload: vec![1, 2],
+        };
+        let entry = audit_pb::Entry {
+            seq: 7,
+            event: Some(event()),
+            leaf_hash: vec![0xab; 32],
+            chain_hash: vec![0x01; 32],
+            appended_at: Some(to_timestamp(Utc::now())),
+        };
+        let converted = AuditEntry::try_from(entry.clone()).unwrap();
+        assert_eq!(converted.event.actor.kind, ActorKind::ApiKey);
+        assert_eq!(converted.leaf_hash.to_string(), "ab".repeat(32));
+        let json = serde_json::to_value(&converted).unwrap();
+        assert_eq!(json["chain_hash"], "01".repeat(32));
+        assert_eq!(json["event"]["payload"], "0102");
+
+        for (bad, message) in [
+            (
+                audit_pb::Entry {
+                    leaf_hash: vec![0; 31],
+                    ..entry.clone()
+                },
+                "Entry.leaf_hash is not 32 bytes",
+            ),
+            (
+                audit_pb::Entry {
+                    event: None,
+                    ..entry.clone()
+                },
+                "Entry.event is missing",
+            ),
+            (
+                audit_pb::Entry {
+                    event: Some(events_pb::EventEnvelope {
+                        actor: Some(coffer_proto::common::v1::Actor {
+                            kind: "robot".into(),
+                            id: "r2".into(),
+                        }),
+                        ..event()
+                    }),
+                    ..entry.clone()
+                },
+                "EventEnvelope.actor.kind is not a known kind",
+            ),
+        ] {
+            assert_eq!(
+                AuditEntry::try_from(bad).unwrap_err(),
+                Error::Protocol {
+                    message: message.into()
+                }
+            );
+        }
+        assert_eq!(
+            ConsistencyProof::try_from(audit_pb::ConsistencyProof {
+                from_size: 1,
+                to_size: 2,
+                from_root: vec![0; 32],
+                to_root: vec![0; 32],
+                proof: vec![vec![0; 32], vec![0; 3]],
+            })
+            .unwrap_err(),
+            Error::Protocol {
+                message: "ConsistencyProof.proof is not 32 bytes".into()
+            }
+        );
+        assert_eq!(
+            next_page(Some(common_pb::PageResponse {
+                next_page_token: String::new()
+            })),
+            None
         );
     }
 

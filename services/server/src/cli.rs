@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use coffer_sdk::{
-    AgentId, ApiKeyId, CredentialId, EnrollmentTokenId, OrgId, Purpose, Role, SecretString, UserId,
+    ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, OrgId, Purpose,
+    Role, SecretString, UserId,
 };
 
 use crate::startup::Target;
@@ -142,6 +144,21 @@ pub enum Command {
         /// Which one.
         #[command(subcommand)]
         command: MasterKeyCommand,
+    },
+    /// The org's tamper-evident audit log: query it, check entries and checkpoints against
+    /// their proofs here, export it, and verify an export with no server (client; owners,
+    /// admins and auditors).
+    Audit {
+        /// Server and credentials (`audit verify` needs neither; its `--org` is the org the
+        /// bundle must belong to).
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Diagnostics against a running server (client).
     Diag {
@@ -431,6 +448,129 @@ pub enum MasterKeyCommand {
     /// Show how many wrapped keys sit under each master key, and how many are not under the
     /// current one.
     Coverage,
+}
+
+/// `coffer audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the org's audit entries, oldest first, a page at a time.
+    Query(AuditQueryArgs),
+    /// Show one entry, and verify here that it is in the log: the checkpoint's signature, the
+    /// leaf hash recomputed from the leaf bytes, and the inclusion proof up to the signed root.
+    Entry {
+        /// The entry's position in the log, from 1.
+        seq: u64,
+        /// Prove inclusion in the checkpoint of this size (default: the latest).
+        #[arg(long, value_name = "N")]
+        tree_size: Option<u64>,
+    },
+    /// Print a signed checkpoint (the latest, or the one of `--size`) after checking its
+    /// signature; keep it to witness the log later (`audit verify --witness`).
+    Checkpoint {
+        /// The checkpoint of this size (default: the latest).
+        #[arg(long, value_name = "N")]
+        size: Option<u64>,
+        /// Save the signed note to this file instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List the checkpoints issued, newest first.
+    Checkpoints {
+        /// At most this many (1 to 1000; default 100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Continue from a previous page.
+        #[arg(long, value_name = "TOKEN")]
+        page_token: Option<String>,
+    },
+    /// Fetch the consistency proof between two sizes and verify it here, each root against
+    /// the signed checkpoint of that size when one was issued.
+    Consistency {
+        /// The older size.
+        #[arg(long, value_name = "N")]
+        from: u64,
+        /// The newer size.
+        #[arg(long, value_name = "M")]
+        to: u64,
+    },
+    /// Export the log as a bundle file, which `coffer audit verify` checks with no server.
+    Export {
+        /// The bundle file to write (replaced once the export is complete).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Start at this entry (default: 1, the whole log).
+        #[arg(long, value_name = "N")]
+        from_seq: Option<u64>,
+        /// End at the checkpoint of this size (default: the latest).
+        #[arg(long, value_name = "N")]
+        tree_size: Option<u64>,
+        /// Also carry a consistency proof from this older size, for a witness checkpoint older
+        /// than `--from-seq`.
+        #[arg(long, value_name = "N")]
+        consistency_from: Option<u64>,
+    },
+    /// Verify an exported bundle here, with no server, configuration or API key: the
+    /// checkpoint signature, every entry, the hash chain, the Merkle root, and consistency
+    /// with a checkpoint kept earlier (`--witness`). Exits 1 if anything fails.
+    Verify(AuditVerifyArgs),
+}
+
+/// `coffer audit query`: every filter is optional.
+#[derive(Debug, Clone, Args)]
+pub struct AuditQueryArgs {
+    /// Events that occurred at or after this time (RFC 3339, e.g. 2025-01-31T00:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub from: Option<DateTime<Utc>>,
+    /// Events that occurred before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub to: Option<DateTime<Utc>>,
+    /// Events caused by this kind of principal: user, api_key, agent or service.
+    #[arg(long, value_name = "KIND", value_parser = actor_kind)]
+    pub actor_kind: Option<ActorKind>,
+    /// Events caused by the principal with this id (needs --actor-kind).
+    #[arg(long, value_name = "ID")]
+    pub actor_id: Option<String>,
+    /// Events of this type, e.g. CredentialCreated.
+    #[arg(long, value_name = "EVENT_TYPE")]
+    pub action: Option<String>,
+    /// Events of aggregates of this type, e.g. Credential.
+    #[arg(long, value_name = "TYPE")]
+    pub aggregate_type: Option<String>,
+    /// Events of this aggregate.
+    #[arg(long, value_name = "ID")]
+    pub aggregate_id: Option<AggregateId>,
+    /// At most this many entries (1 to 1000; default 100).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Continue from a previous page.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+/// `coffer audit verify`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditVerifyArgs {
+    /// The bundle file (`coffer audit export --out`).
+    pub bundle: PathBuf,
+    /// A checkpoint kept earlier (`coffer audit checkpoint --out`): the log must be
+    /// consistent with it, which rules out truncation, rollback and forks since then.
+    #[arg(long, value_name = "FILE")]
+    pub witness: Option<PathBuf>,
+    /// The note verifier key the log must be signed by (`<name>+<hash>+<key>`, as
+    /// `coffer audit checkpoint --json` shows it).
+    #[arg(long, value_name = "VKEY")]
+    pub key: Option<String>,
+}
+
+fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2025-01-31T12:00:00Z ({e})"))
+}
+
+fn actor_kind(s: &str) -> Result<ActorKind, String> {
+    s.parse()
+        .map_err(|_| "must be one of user, api_key, agent, service".to_owned())
 }
 
 /// `coffer admin …`.

@@ -1,11 +1,13 @@
-//! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|master-key|diag
-//! …`), on top of `coffer-sdk`.
+//! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|master-key|audit|
+//! diag …`), on top of `coffer-sdk`.
 //!
 //! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
 //! otherwise an aligned table. A secret the server returns once (a new API key or enrollment
 //! token) is printed once, labelled as such, and so is an exported recovery key; an access
 //! token only on `coffer token exchange --show`. Credential values are read from a file or
 //! stdin, never from arguments, and never printed.
+
+pub mod audit;
 
 use std::fmt;
 use std::fs::File;
@@ -32,7 +34,7 @@ use crate::cli::{
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `agent`,
-/// `credential`, `org-key`, `master-key`, `diag`.
+/// `credential`, `org-key`, `master-key`, `audit`, `diag`.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Org {
@@ -75,6 +77,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             output,
             command,
         } => master_key(&connect, output, command).await,
+        Command::Audit {
+            connect,
+            output,
+            command,
+        } => Box::pin(audit::run(&connect, output, command)).await,
         Command::Diag {
             connect,
             command: DiagCommand::RoundTrip { note, timeout },

@@ -4,13 +4,22 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use coffer_server::cli::{AdminCommand, Cli, Command};
+use coffer_server::cli::{AdminCommand, AuditCommand, Cli, Command};
 use coffer_server::config::{Config, Overrides};
 use coffer_server::startup::{Application, Target};
 use coffer_server::{SCHEMAS, diag};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Verifying a bundle reads only local files: no configuration, server, API key or runtime.
+    if let Command::Audit {
+        connect,
+        output,
+        command: AuditCommand::Verify(args),
+    } = &cli.command
+    {
+        return coffer_server::client::audit::verify_offline(args, connect.org, *output);
+    }
     let runtime =
         tokio::runtime::Runtime::new().expect("a tokio runtime starts on any supported OS");
     match runtime.block_on(run(cli)) {
@@ -33,6 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Credential { .. }
         | Command::OrgKey { .. }
         | Command::MasterKey { .. }
+        | Command::Audit { .. }
         | Command::Diag { .. }) => {
             let _telemetry = client_telemetry();
             Box::pin(coffer_server::client::run(command)).await
@@ -153,6 +163,7 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
         | Command::Credential { .. }
         | Command::OrgKey { .. }
         | Command::MasterKey { .. }
+        | Command::Audit { .. }
         | Command::Diag { .. }
         | Command::Admin { .. } => {
             unreachable!("handled before loading server config")

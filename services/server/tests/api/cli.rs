@@ -798,3 +798,496 @@ async fn cli_failures_are_one_line_and_never_show_the_key() {
         "coffer: an API key is needed: pass --api-key or set COFFER_API_KEY"
     );
 }
+
+/// Runs `coffer <args>` with an empty environment (`PATH` only): no server, configuration or
+/// API key.
+async fn coffer_offline(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run coffer")
+}
+
+/// How many events `org` has recorded so far, across the services that record them.
+pub(crate) async fn org_events(app: &TestApp, org: coffer_types::OrgId) -> u64 {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM coffer_enrollment.events WHERE org_id = $1)
+              + (SELECT count(*) FROM coffer_credentials.events WHERE org_id = $1)",
+    )
+    .bind(org.as_uuid())
+    .fetch_one(&app.db.superuser().await)
+    .await
+    .unwrap();
+    u64::try_from(n).unwrap()
+}
+
+/// Waits until every event of `org` so far is under a checkpoint; returns that size.
+async fn logged(app: &TestApp, org: &crate::helpers::TestOrg) -> u64 {
+    let n = org_events(app, org.org).await;
+    let client = crate::audit::audit(app, &org.owner_key).await;
+    let size = crate::audit::checkpoint_of_at_least(&client, org.org, n)
+        .await
+        .size;
+    assert_eq!(size, n, "nothing else happens in the org meanwhile");
+    size
+}
+
+/// An org with its key pair generated and credentials `names` created; returns their ids.
+async fn org_with_credentials(
+    app: &TestApp,
+    org: &crate::helpers::TestOrg,
+    names: &[&str],
+) -> Vec<String> {
+    crate::credentials::recipient(app, org).await;
+    let mut vault = crate::credentials::vault(app, org).await;
+    let mut ids = Vec::new();
+    for name in names {
+        let created = crate::credentials::create(&mut vault, org.org, name, b"value").await;
+        ids.push(created.credential_id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn the_cli_exports_the_audit_log_and_verifies_it_offline_with_and_without_a_witness() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = &acme.owner_key;
+    let org = acme.org.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    let mut created = org_with_credentials(&app, &acme, &["a", "b"]).await;
+    let early = logged(&app, &acme).await;
+
+    // An early checkpoint, checked and kept as a witness; printed as-is without --out.
+    let witness = path("witness");
+    let saved = stdout(&coffer(&app, key, &["audit", "checkpoint", "--out", &witness]).await);
+    assert!(
+        saved.starts_with(&format!("saved the checkpoint of size {early} ")),
+        "{saved}"
+    );
+    let note = std::fs::read_to_string(&witness).unwrap();
+    assert!(
+        note.starts_with(&format!("coffer/audit/{org}\n{early}\n")),
+        "{note}"
+    );
+    let printed = coffer(
+        &app,
+        key,
+        &["audit", "checkpoint", "--size", &early.to_string()],
+    )
+    .await;
+    assert_eq!(stdout(&printed), note);
+
+    let more = org_with_credentials(&app, &acme, &["c", "d"]).await;
+    created.extend(more);
+    let size = logged(&app, &acme).await;
+    assert!(size > early);
+
+    // Queries: by action, exactly the credentials created; pages with their next token.
+    let found = json(
+        &app,
+        key,
+        &["audit", "query", "--action", "CredentialCreated"],
+    )
+    .await;
+    let aggregates: Vec<&str> = found["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["aggregate_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(aggregates, created);
+    assert!(found["next_page_token"].is_null(), "{found}");
+    let table = stdout(&coffer(&app, key, &["audit", "query", "--limit", "2"]).await);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("SEQ  OCCURRED"), "{table}");
+    assert!(lines[1].starts_with("1 "), "{table}");
+    let token = lines[3].strip_prefix("next page: --page-token ").unwrap();
+    let next = stdout(
+        &coffer(
+            &app,
+            key,
+            &["audit", "query", "--limit", "2", "--page-token", token],
+        )
+        .await,
+    );
+    assert!(next.lines().nth(1).unwrap().starts_with("3 "), "{next}");
+
+    // An entry, its inclusion checked here against the latest or an older checkpoint.
+    let first = json(&app, key, &["audit", "query", "--limit", "1"]).await;
+    let first_event = first["entries"][0]["event"]["event_id"].as_str().unwrap();
+    let shown = stdout(&coffer(&app, key, &["audit", "entry", "1"]).await);
+    assert!(shown.contains(first_event), "{shown}");
+    assert!(shown.contains("verified here:"), "{shown}");
+    assert!(
+        shown.contains(&format!("checkpoint  size {size}, root ")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("leads from leaf index 0 to the signed root"),
+        "{shown}"
+    );
+    let shown = stdout(
+        &coffer(
+            &app,
+            key,
+            &["audit", "entry", "3", "--tree-size", &early.to_string()],
+        )
+        .await,
+    );
+    assert!(
+        shown.contains(&format!("checkpoint  size {early}, root ")),
+        "{shown}"
+    );
+
+    // Consistency, checked here; roots of issued checkpoints against their signatures.
+    let checkpoints = json(&app, key, &["audit", "checkpoints"]).await;
+    let root_at = |n: u64| {
+        checkpoints["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["size"] == n)
+            .map(|c| c["root_hash"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (early_root, root) = (root_at(early), root_at(size));
+    let proved = stdout(
+        &coffer(
+            &app,
+            key,
+            &[
+                "audit",
+                "consistency",
+                "--from",
+                &early.to_string(),
+                "--to",
+                &size.to_string(),
+            ],
+        )
+        .await,
+    );
+    assert!(
+        proved.starts_with("verified here: the RFC 9162 consistency proof"),
+        "{proved}"
+    );
+    assert!(
+        proved.contains(&format!("is a prefix of the log at size {size}")),
+        "{proved}"
+    );
+    for r in [&early_root, &root] {
+        assert!(
+            proved.contains(&format!(
+                "root {r}: the signed checkpoint of this size says so"
+            )),
+            "{proved}"
+        );
+    }
+    let proved = stdout(
+        &coffer(
+            &app,
+            key,
+            &[
+                "audit",
+                "consistency",
+                "--from",
+                "1",
+                "--to",
+                &size.to_string(),
+            ],
+        )
+        .await,
+    );
+    assert!(proved.starts_with("verified here:"), "{proved}");
+
+    // Export, then verify with no server, configuration or key.
+    let bundle = path("bundle");
+    let exported = json(&app, key, &["audit", "export", "--out", &bundle]).await;
+    assert_eq!(
+        (&exported["entries"], &exported["checkpoint_size"]),
+        (&size.into(), &size.into())
+    );
+    assert!(!std::path::Path::new(&format!("{bundle}.partial")).exists());
+    let report = stdout(&coffer_offline(&["audit", "verify", &bundle]).await);
+    assert!(
+        report.starts_with(&format!("verified {bundle}\n")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("{size} checked: 1..={size}")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "{root}: recomputed from the entries, it matches the signed checkpoint of size {size}"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("no witness given: truncation, rollback and forks cannot be ruled out"),
+        "{report}"
+    );
+
+    // With the witness kept earlier and the key pinned.
+    let vkey = checkpoints["checkpoints"][0]["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report = stdout(
+        &coffer_offline(&[
+            "audit",
+            "verify",
+            &bundle,
+            "--witness",
+            &witness,
+            "--org",
+            &org,
+            "--key",
+            &vkey,
+        ])
+        .await,
+    );
+    assert!(
+        report.contains(&format!(
+            "consistent with the witnessed checkpoint of size {early}: its root recomputed from \
+             the bundle's entries"
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("{vkey} (the key given with --key)")),
+        "{report}"
+    );
+
+    // A bundle starting after the witness size (entries before it summarised by subtree
+    // hashes that do not cover the witness exactly) proves consistency through its proof.
+    let after = early + 2;
+    let tail = path("tail");
+    let exported = json(
+        &app,
+        key,
+        &[
+            "audit",
+            "export",
+            "--out",
+            &tail,
+            "--from-seq",
+            &after.to_string(),
+            "--consistency-from",
+            &early.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!(exported["entries"], size + 1 - after);
+    let out = coffer_offline(&["audit", "verify", &tail, "--witness", &witness, "--json"]).await;
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (
+            &doc["from_seq"],
+            &doc["entries"],
+            &doc["size"],
+            &doc["root"]
+        ),
+        (
+            &after.into(),
+            &(size + 1 - after).into(),
+            &size.into(),
+            &root.clone().into()
+        )
+    );
+    assert_eq!(
+        doc["witness"],
+        serde_json::json!({"size": early, "check": "consistency_proof"})
+    );
+    let report = stdout(&coffer_offline(&["audit", "verify", &tail, "--witness", &witness]).await);
+    assert!(
+        report.contains("through the bundle's RFC 9162 consistency proof"),
+        "{report}"
+    );
+
+    // Without the proof, such a bundle cannot show it is consistent with the witness.
+    let bare = path("bare");
+    stdout(
+        &coffer(
+            &app,
+            key,
+            &[
+                "audit",
+                "export",
+                "--out",
+                &bare,
+                "--from-seq",
+                &after.to_string(),
+            ],
+        )
+        .await,
+    );
+    let out = coffer_offline(&["audit", "verify", &bare, "--witness", &witness]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "audit verify: FAILED: inconsistent with the witnessed checkpoint: the bundle starts \
+             after the witness size {early} and carries no consistency proof from it"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn coffer_audit_verify_refuses_bad_bundles_with_a_clear_error_and_a_non_zero_exit() {
+    use coffer_proto::audit::v1 as pb;
+    use coffer_proto::audit::v1::bundle_record::Record;
+    use prost::Message;
+
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    org_with_credentials(&app, &acme, &["a", "b"]).await;
+    org_with_credentials(&app, &other, &[]).await;
+    logged(&app, &acme).await;
+    logged(&app, &other).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    let (bundle, theirs, their_witness) = (path("acme"), path("other"), path("other-witness"));
+    stdout(
+        &coffer(
+            &app,
+            &acme.owner_key,
+            &["audit", "export", "--out", &bundle],
+        )
+        .await,
+    );
+    stdout(
+        &coffer(
+            &app,
+            &other.owner_key,
+            &["audit", "export", "--out", &theirs],
+        )
+        .await,
+    );
+    let their_checkpoint = json(
+        &app,
+        &other.owner_key,
+        &["audit", "checkpoint", "--out", &their_witness],
+    )
+    .await;
+    let their_key = their_checkpoint["verifier_key"].as_str().unwrap();
+    let our_key = json(&app, &acme.owner_key, &["audit", "checkpoint"]).await["verifier_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Bundles rebuilt from the real one's records: cut at a record boundary, cut inside an
+    // entry, and with one leaf rewritten.
+    let file = std::fs::read(&bundle).unwrap();
+    let records = crate::audit::records(&file);
+    let rebuild = |records: Vec<Record>| {
+        let mut out = coffer_audit::bundle::Writer::new(Vec::new()).unwrap();
+        for record in records {
+            out.write(&pb::BundleRecord {
+                record: Some(record),
+            })
+            .unwrap();
+        }
+        out.finish().unwrap()
+    };
+    let two_entries = rebuild(records[..3].to_vec());
+    let three_entries = rebuild(records[..4].to_vec());
+    let inside_the_third = three_entries[..(two_entries.len() + three_entries.len()) / 2].to_vec();
+    let mut rewritten = records.clone();
+    let Record::Entry(entry) = &mut rewritten[2] else {
+        panic!("records[2] is entry 2")
+    };
+    let mut leaf = pb::AuditEntry::decode(entry.leaf.as_slice()).unwrap();
+    leaf.event.as_mut().unwrap().event_type = "NothingHappened".into();
+    entry.leaf = leaf.encode_to_vec();
+    let rewritten = rebuild(rewritten);
+
+    let write = |name: &str, content: &[u8]| {
+        let p = path(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    };
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec![write("two-entries", &two_entries)],
+            "the bundle is truncated: it ends after 2 entries, before its trailer".into(),
+        ),
+        (
+            vec![write("inside-an-entry", &inside_the_third)],
+            "the bundle is truncated: the last record stops after".into(),
+        ),
+        (
+            vec![write("garbage", b"\x00\xffnot a bundle at all")],
+            "not a valid bundle: the file does not start with the line \"coffer-audit-bundle-v1\""
+                .into(),
+        ),
+        (
+            vec![write("empty", b"")],
+            "not a valid bundle: the file does not start with the line \"coffer-audit-bundle-v1\""
+                .into(),
+        ),
+        (
+            vec![write("rewritten", &rewritten)],
+            "the hash chain breaks at entry 2".into(),
+        ),
+        (
+            vec![theirs.clone(), "--org".into(), acme.org.to_string()],
+            format!(
+                "the bundle is the log of org {}, not of org {}",
+                other.org, acme.org
+            ),
+        ),
+        (
+            vec![bundle.clone(), "--witness".into(), their_witness.clone()],
+            format!(
+                "inconsistent with the witnessed checkpoint: the witness checkpoint does not \
+                 verify with {our_key}"
+            ),
+        ),
+        (
+            vec![bundle.clone(), "--key".into(), their_key.to_owned()],
+            format!(
+                "signature check failed: the bundle is signed by {our_key}, not by the expected \
+                 key {their_key}"
+            ),
+        ),
+        (vec![path("no-such-file")], "cannot open".into()),
+    ];
+    for (args, says) in cases {
+        let mut argv = vec!["audit", "verify"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = coffer_offline(&argv).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{argv:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{argv:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{argv:?}: one line, got {stderr}");
+        assert!(
+            lines[0].starts_with("audit verify: FAILED: ") && lines[0].contains(&says),
+            "{argv:?}: expected {says:?} in {stderr}"
+        );
+    }
+
+    // The untouched bundle verifies, pinned to its own key and org.
+    let out = coffer_offline(&[
+        "audit",
+        "verify",
+        &bundle,
+        "--key",
+        &our_key,
+        "--org",
+        &acme.org.to_string(),
+    ])
+    .await;
+    assert!(stdout(&out).starts_with("verified "));
+}

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use coffer_sdk::{
-    ApiKeyId, Client, ClientOptions, Code, CredentialId, Error, ExposeSecret, NewApiKey, OrgId,
-    Purpose, RetryPolicy, Role, RotationState, SecretSlice, UserId, WrappedKeyPurpose,
+    ApiKeyId, AuditQuery, Client, ClientOptions, Code, CredentialId, Error, ExportOptions,
+    ExposeSecret, NewApiKey, OrgId, Purpose, RetryPolicy, Role, RotationState, SecretSlice, UserId,
+    WrappedKeyPurpose,
 };
 use coffer_testkit::eventually;
 use tokio::net::{TcpListener, TcpStream};
@@ -524,6 +525,170 @@ async fn the_sdk_reports_master_key_coverage_and_rotates_only_onto_the_configure
         assert_eq!(err.code(), Some(Code::NotFound), "{err}");
     }
     assert_eq!(master_keys.rotation().await.unwrap().number, 1);
+}
+
+#[tokio::test]
+async fn the_sdk_reads_the_audit_log_in_pages_with_proofs_and_exports_a_bundle_that_verifies() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let client = owner(&app, &acme).await;
+    let org = acme.org;
+    eventually("the org key is generated", Duration::from_secs(10), || {
+        let client = client.clone();
+        async move { client.org_keys().recipient(org).await.ok() }
+    })
+    .await;
+    let value = SecretSlice::from(b"v".to_vec());
+    let mut created = Vec::new();
+    for name in ["a", "b", "c"] {
+        let credential = client
+            .credentials()
+            .create(org, name, Purpose::Generic, &value)
+            .await
+            .unwrap();
+        created.push(credential.credential_id.to_string());
+    }
+    let audit = client.audit();
+    let n = crate::cli::org_events(&app, org).await;
+    let checkpoint = eventually(
+        "a checkpoint covers the log",
+        Duration::from_secs(20),
+        || async move {
+            audit
+                .checkpoint(org, None)
+                .await
+                .ok()
+                .filter(|c| c.size >= n)
+        },
+    )
+    .await;
+    assert_eq!((checkpoint.org_id, checkpoint.size), (org, n));
+
+    // Pages of 3, oldest first, then all of them at once.
+    let first = audit
+        .query(org, &AuditQuery::new().page_size(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let token = first.next_page_token.clone().expect("more pages");
+    let second = audit
+        .query(org, &AuditQuery::new().page_size(3).page_token(token))
+        .await
+        .unwrap();
+    assert_eq!(second.items[0].seq, 4);
+    let all = audit
+        .query_all(org, AuditQuery::new().page_size(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
+    assert_eq!(all[..3], first.items[..]);
+    assert!(all.iter().all(|e| e.event.org_id == org));
+    let made = audit
+        .query_all(org, AuditQuery::new().action("CredentialCreated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        made.iter()
+            .map(|e| e.event.aggregate_id.to_string())
+            .collect::<Vec<_>>(),
+        created
+    );
+    let by_actor = audit
+        .query_all(org, AuditQuery::new().actor(&made[0].event.actor))
+        .await
+        .unwrap();
+    assert!(by_actor.len() >= 6, "the owner key made the credentials");
+
+    // An entry with its leaf and inclusion proof, which check against the checkpoint.
+    let proof = audit.entry(org, 2, None).await.unwrap();
+    assert_eq!(proof.entry, all[1]);
+    assert_eq!(proof.checkpoint, checkpoint);
+    let leaf_hash = coffer_tlog::leaf_hash(&proof.leaf);
+    assert_eq!(leaf_hash, proof.entry.leaf_hash.0);
+    let path: Vec<[u8; 32]> = proof.inclusion_proof.iter().map(|h| h.0).collect();
+    coffer_tlog::verify_inclusion(&leaf_hash, 1, n, &path, &checkpoint.root_hash.0).unwrap();
+    let err = audit.entry(org, n + 1_000, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+
+    // Checkpoints: by size, listed newest first a page at a time; a consistency proof.
+    assert_eq!(audit.checkpoint(org, Some(n)).await.unwrap(), checkpoint);
+    let listed = audit.checkpoints(org, Some(1), None).await.unwrap();
+    assert_eq!(listed.items, std::slice::from_ref(&checkpoint));
+    if let Some(token) = listed.next_page_token {
+        let older = audit.checkpoints(org, None, Some(&token)).await.unwrap();
+        assert!(older.items.iter().all(|c| c.size < n));
+    }
+    let consistency = audit.consistency(org, 2, n).await.unwrap();
+    assert_eq!(consistency.to_root, checkpoint.root_hash);
+    let path: Vec<[u8; 32]> = consistency.proof.iter().map(|h| h.0).collect();
+    coffer_tlog::verify_consistency(
+        2,
+        n,
+        &path,
+        &consistency.from_root.0,
+        &consistency.to_root.0,
+    )
+    .unwrap();
+
+    // The export: written in the bundle file format, it verifies offline.
+    let mut file = Vec::new();
+    let written = audit
+        .export(org, ExportOptions::new())
+        .await
+        .unwrap()
+        .write_to(&mut file)
+        .await
+        .unwrap();
+    assert_eq!((written.from_seq, written.entries, written.size), (1, n, n));
+    let report = coffer_audit::bundle::verify(
+        file.as_slice(),
+        &coffer_audit::bundle::Options {
+            key: Some(checkpoint.verifier_key.clone()),
+            org: Some(org),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((report.size, report.entries), (n, n));
+    assert_eq!(report.root, checkpoint.root_hash.0);
+    assert_eq!(report.chain_head, all[all.len() - 1].chain_hash.0);
+
+    // Streamed record by record: a header, the entries from --from-seq, a trailer with proof.
+    let mut stream = audit
+        .export(org, ExportOptions::new().from_seq(n).consistency_from(2))
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    while let Some(record) = stream.next().await.unwrap() {
+        records.push(record.record.unwrap());
+    }
+    use coffer_proto::audit::v1::bundle_record::Record;
+    assert!(matches!(&records[0], Record::Header(h) if h.from_seq == n));
+    assert!(matches!(&records[1], Record::Entry(e) if e.seq == n));
+    assert!(
+        matches!(&records[2], Record::Trailer(t) if t.entries == 1 && t.consistency_from_size == 2)
+    );
+    let err = audit
+        .export(org, ExportOptions::new().tree_size(n + 1_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::OutOfRange), "{err}");
+
+    // Auditors read it; operators do not.
+    let auditor = connect(&app, &app.new_api_key(&acme, "auditor").await).await;
+    assert_eq!(
+        auditor.audit().checkpoint(org, Some(n)).await.unwrap(),
+        checkpoint
+    );
+    let operator = connect(&app, &app.new_api_key(&acme, "operator").await).await;
+    let err = operator.audit().checkpoint(org, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::PermissionDenied), "{err}");
 }
 
 /// The `kid` in a JWT's header.
