@@ -2,6 +2,7 @@
 
 mod agents;
 mod audit;
+mod audit_tamper;
 mod binary;
 mod canary;
 mod cli;
