@@ -11,7 +11,7 @@ use coffer_types::OrgId;
 use prost::Message;
 use tonic::Code;
 
-use crate::helpers::{Authed, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{Authed, Provider, TestApp, spawn, spawn_app};
 use crate::independent::{self, H};
 
 pub(crate) async fn audit(app: &TestApp, key: &str) -> AuditServiceClient<Authed> {
@@ -118,8 +118,25 @@ async fn p4_every_event_of_an_org_lands_once_in_its_own_log_under_a_signed_chain
     for name in ["a", "b", "c"] {
         crate::credentials::create(&mut vault, acme.org, name, b"value").await;
     }
-    // OrgCreated, the owner's MemberAdded and ApiKeyCreated, OrgKeyGenerated, then three
-    // CredentialCreated + CredentialValueSet: 10 events.
+    // OrgCreated, the owner's MemberAdded and ApiKeyCreated, OrgKeyGenerated (committed
+    // asynchronously by the credentials consumer), then three CredentialCreated +
+    // CredentialValueSet.
+    let su = app.db.superuser().await;
+    coffer_testkit::eventually("the org key exists", Duration::from_secs(20), || {
+        let su = su.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM coffer_credentials.events
+                  WHERE org_id = $1 AND event_type = 'OrgKeyGenerated'",
+            )
+            .bind(acme.org.as_uuid())
+            .fetch_one(&su)
+            .await
+            .unwrap();
+            (n == 1).then_some(())
+        }
+    })
+    .await;
     let expected: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM coffer_enrollment.events WHERE org_id = $1)
               + (SELECT count(*) FROM coffer_credentials.events WHERE org_id = $1)",
@@ -207,9 +224,19 @@ fn hashes(list: &[Vec<u8>]) -> Vec<H> {
 }
 
 #[tokio::test]
-async fn p4_checkpoints_come_every_n_entries_signed_by_the_orgs_own_key_which_is_stored_only_wrapped()
+async fn p4_checkpoints_come_every_n_entries_signed_by_the_orgs_own_key_stored_only_wrapped_by_local_kms()
  {
-    let app = spawn_app_with(|c| {
+    Box::pin(checkpoints_every_n_entries(Provider::Local)).await
+}
+
+#[tokio::test]
+async fn p4_checkpoints_come_every_n_entries_signed_by_the_orgs_own_key_stored_only_wrapped_by_aws_kms()
+ {
+    Box::pin(checkpoints_every_n_entries(Provider::Aws)).await
+}
+
+async fn checkpoints_every_n_entries(provider: Provider) {
+    let app = spawn(provider, |c| {
         c.audit.checkpoint_every_entries = 4;
         c.audit.checkpoint_interval = Duration::from_secs(3600);
         c.audit.checkpoint_poll = Duration::from_millis(50);
@@ -406,7 +433,7 @@ async fn p4_queries_filter_by_time_actor_action_and_aggregate_in_pages_for_audit
     let before = chrono::Utc::now();
     let made = crate::credentials::create(&mut vault, acme.org, "db", b"v").await;
     crate::credentials::create(&mut vault, acme.org, "bucket", b"v").await;
-    let mut client = audit(&app, &acme.owner_key).await;
+    let client = audit(&app, &acme.owner_key).await;
     let log = coffer_testkit::eventually(
         "the credentials reach the log",
         Duration::from_secs(20),
