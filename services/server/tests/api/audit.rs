@@ -118,7 +118,7 @@ async fn p4_every_event_of_an_org_lands_once_in_its_own_log_under_a_signed_chain
     for name in ["a", "b", "c"] {
         crate::credentials::create(&mut vault, acme.org, name, b"value").await;
     }
-    // OrgCreated, the owner's MemberAdded and ApiKeyCreated, OrgKeyGenerated (committed
+    // OrgCreated, the owner's ApiKeyCreated, the org's CaCreated, OrgKeyGenerated (committed
     // asynchronously by the credentials consumer), then three CredentialCreated +
     // CredentialValueSet.
     let su = app.db.superuser().await;
@@ -217,6 +217,40 @@ async fn all_entries(client: &mut AuditServiceClient<Authed>, org: OrgId) -> Vec
     }
 }
 
+/// Waits until `org`'s log holds everything creating the org produced (its age key comes
+/// asynchronously) and `credential_events` events of its credentials; returns the log.
+async fn settled_log(
+    client: &AuditServiceClient<Authed>,
+    org: OrgId,
+    credential_events: usize,
+) -> Vec<pb::Entry> {
+    coffer_testkit::eventually(
+        "the org's events are in its log",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move {
+                let all = all_entries(&mut client, org).await;
+                let kind = |t: &str| {
+                    all.iter()
+                        .filter(|e| e.event.as_ref().unwrap().event_type.starts_with(t))
+                        .count()
+                };
+                let org_created = [
+                    "OrgCreated",
+                    "CaCreated",
+                    "ApiKeyCreated",
+                    "OrgKeyGenerated",
+                ]
+                .iter()
+                .all(|t| kind(t) >= 1);
+                (org_created && kind("Credential") == credential_events).then_some(all)
+            }
+        },
+    )
+    .await
+}
+
 fn hashes(list: &[Vec<u8>]) -> Vec<H> {
     list.iter()
         .map(|h| <H>::try_from(h.as_slice()).unwrap())
@@ -248,7 +282,7 @@ async fn checkpoints_every_n_entries(provider: Provider) {
         crate::credentials::create(&mut vault, acme.org, &format!("c{i}"), b"v").await;
     }
     let mut client = audit(&app, &acme.owner_key).await;
-    let log = all_entries(&mut client, acme.org).await.len() as u64;
+    let log = settled_log(&client, acme.org, 12).await.len() as u64;
     let latest = checkpoint_of_at_least(&client, acme.org, log - 3).await;
 
     // Every checkpoint ever issued is listed and retrievable by size; each covers at least 4
@@ -434,32 +468,7 @@ async fn p4_queries_filter_by_time_actor_action_and_aggregate_in_pages_for_audit
     let made = crate::credentials::create(&mut vault, acme.org, "db", b"v").await;
     crate::credentials::create(&mut vault, acme.org, "bucket", b"v").await;
     let client = audit(&app, &acme.owner_key).await;
-    let log = coffer_testkit::eventually(
-        "the credentials reach the log",
-        Duration::from_secs(20),
-        || {
-            let mut client = client.clone();
-            async move {
-                let all = all_entries(&mut client, acme.org).await;
-                let n = all
-                    .iter()
-                    .filter(|e| {
-                        e.event
-                            .as_ref()
-                            .unwrap()
-                            .event_type
-                            .starts_with("Credential")
-                    })
-                    .count();
-                (n == 4
-                    && all
-                        .iter()
-                        .any(|e| e.event.as_ref().unwrap().event_type == "OrgKeyGenerated"))
-                .then_some(all)
-            }
-        },
-    )
-    .await;
+    let log = settled_log(&client, acme.org, 4).await;
     assert_eq!(
         log.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=log.len() as u64).collect::<Vec<_>>()
@@ -576,18 +585,7 @@ async fn bad_audit_requests_are_refused_by_field_with_the_right_code_and_change_
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
     let mut client = audit(&app, &acme.owner_key).await;
-    // The org's last event from org creation is its age key, generated asynchronously.
-    let quiet =
-        coffer_testkit::eventually("the org's events are in", Duration::from_secs(20), || {
-            let mut client = client.clone();
-            async move {
-                let all = all_entries(&mut client, acme.org).await;
-                all.iter()
-                    .any(|e| e.event.as_ref().unwrap().event_type == "OrgKeyGenerated")
-                    .then_some(all.len() as u64)
-            }
-        })
-        .await;
+    let quiet = settled_log(&client, acme.org, 0).await.len() as u64;
     let c = checkpoint_of_at_least(&client, acme.org, quiet).await;
     let su = app.db.superuser().await;
     let stored = || async {
@@ -842,17 +840,7 @@ async fn p4_one_appender_per_org_at_a_time_across_replicas_while_other_orgs_appe
     }
     for org in [&acme, &other] {
         let client = audit(&app, &org.owner_key).await;
-        let size =
-            coffer_testkit::eventually("the org's events are in", Duration::from_secs(20), || {
-                let mut client = client.clone();
-                async move {
-                    let all = all_entries(&mut client, org.org).await;
-                    all.iter()
-                        .any(|e| e.event.as_ref().unwrap().event_type == "OrgKeyGenerated")
-                        .then_some(all.len() as u64)
-                }
-            })
-            .await;
+        let size = settled_log(&client, org.org, 0).await.len() as u64;
         checkpoint_of_at_least(&client, org.org, size).await;
         let file = export(
             &mut client.clone(),
