@@ -58,7 +58,6 @@ use coffer_kms::{KeyId, LocalKms};
 use coffer_loadtests::facts::{HostLoad, PostgresFacts, print_host};
 use coffer_loadtests::load::{self, Budget};
 use coffer_loadtests::report::{Align, Percentiles, Table, human_ms, per_second, round2};
-use coffer_proto::audit::v1 as pb;
 use coffer_testkit::TestDb;
 use coffer_tlog::{Frontier, Hash};
 use coffer_types::{Actor, ActorKind, AggregateId, EventId, OrgId};
@@ -1061,47 +1060,13 @@ async fn export(audit: &Audit, org: OrgId) -> anyhow::Result<Exported> {
     let mut leaves = Vec::new();
     let mut entries = 0;
     while let Some(part) = parts.recv().await {
-        use pb::bundle_record::Record;
-        let record = match part.context("export the log")? {
-            ExportPart::Header {
-                checkpoint,
-                from_seq,
-                prior_chain_hash,
-                prior_subtrees,
-            } => Record::Header(pb::BundleHeader {
-                format: bundle::FORMAT.to_owned(),
-                org_id: org.to_string(),
-                checkpoint: checkpoint.signed_note,
-                verifier_key: checkpoint.verifier_key,
-                from_seq,
-                prior_chain_hash: prior_chain_hash.to_vec(),
-                prior_subtrees: prior_subtrees.iter().map(|h| h.to_vec()).collect(),
-                exported_at: Some(coffer_proto::time::to_timestamp(Utc::now())),
-            }),
-            ExportPart::Entry(e) => {
-                entries += 1;
-                leaves.push(e.leaf.clone());
-                Record::Entry(pb::BundleEntry {
-                    seq: e.seq,
-                    leaf: e.leaf,
-                    chain_hash: e.chain_hash.to_vec(),
-                })
-            }
-            ExportPart::Trailer {
-                entries,
-                consistency,
-            } => Record::Trailer(pb::BundleTrailer {
-                entries,
-                consistency_from_size: consistency.as_ref().map_or(0, |c| c.from_size),
-                consistency_proof: consistency
-                    .map(|c| c.proof.iter().map(|h| h.to_vec()).collect())
-                    .unwrap_or_default(),
-            }),
-        };
+        let part = part.context("export the log")?;
+        if let ExportPart::Entry(e) = &part {
+            entries += 1;
+            leaves.push(e.leaf.clone());
+        }
         writer
-            .write(&pb::BundleRecord {
-                record: Some(record),
-            })
+            .write(&bundle::record(org, part))
             .context("write a bundle record")?;
     }
     exporter.await.context("join the exporter")?;

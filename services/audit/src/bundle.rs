@@ -21,6 +21,8 @@
 use std::io::{BufRead, Read, Write};
 
 use coffer_proto::audit::v1 as pb;
+
+use crate::app::ExportPart;
 use coffer_tlog::note::{Checkpoint, Verifier};
 use coffer_tlog::{Frontier, Hash};
 use coffer_types::OrgId;
@@ -56,6 +58,46 @@ impl<W: Write> Writer<W> {
     pub fn finish(mut self) -> std::io::Result<W> {
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+/// The bundle record of one part of an export, as streamed and as written to the file.
+pub fn record(org: OrgId, part: ExportPart) -> pb::BundleRecord {
+    use pb::bundle_record::Record;
+    let record = match part {
+        ExportPart::Header {
+            checkpoint,
+            from_seq,
+            prior_chain_hash,
+            prior_subtrees,
+        } => Record::Header(pb::BundleHeader {
+            format: FORMAT.to_owned(),
+            org_id: org.to_string(),
+            checkpoint: checkpoint.signed_note,
+            verifier_key: checkpoint.verifier_key,
+            from_seq,
+            prior_chain_hash: prior_chain_hash.to_vec(),
+            prior_subtrees: prior_subtrees.iter().map(|h| h.to_vec()).collect(),
+            exported_at: Some(coffer_proto::time::to_timestamp(chrono::Utc::now())),
+        }),
+        ExportPart::Entry(e) => Record::Entry(pb::BundleEntry {
+            seq: e.seq,
+            leaf: e.leaf,
+            chain_hash: e.chain_hash.to_vec(),
+        }),
+        ExportPart::Trailer {
+            entries,
+            consistency,
+        } => Record::Trailer(pb::BundleTrailer {
+            entries,
+            consistency_from_size: consistency.as_ref().map_or(0, |c| c.from_size),
+            consistency_proof: consistency
+                .map(|c| c.proof.iter().map(|h| h.to_vec()).collect())
+                .unwrap_or_default(),
+        }),
+    };
+    pb::BundleRecord {
+        record: Some(record),
     }
 }
 

@@ -11,14 +11,14 @@ use coffer_proto::common::v1 as common_pb;
 use coffer_proto::request::{id, text};
 use coffer_proto::time::{from_timestamp, to_timestamp};
 use coffer_types::OrgId;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::app::{
-    Audit, CheckpointView, Consistency, EntryView, Error, ExportPart, ExportRequest, Page, Query,
+    Audit, CheckpointView, Consistency, EntryView, Error, ExportRequest, Page, Query,
 };
-use crate::bundle::FORMAT;
+use crate::bundle::record;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -236,46 +236,5 @@ impl pb::audit_service_server::AuditService for AuditGrpc {
         });
         let stream = futures::stream::once(async move { Ok(first) }).chain(rest);
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-use futures::StreamExt;
-
-fn record(org: OrgId, part: ExportPart) -> pb::BundleRecord {
-    use pb::bundle_record::Record;
-    let record = match part {
-        ExportPart::Header {
-            checkpoint,
-            from_seq,
-            prior_chain_hash,
-            prior_subtrees,
-        } => Record::Header(pb::BundleHeader {
-            format: FORMAT.to_owned(),
-            org_id: org.to_string(),
-            checkpoint: checkpoint.signed_note,
-            verifier_key: checkpoint.verifier_key,
-            from_seq,
-            prior_chain_hash: prior_chain_hash.to_vec(),
-            prior_subtrees: prior_subtrees.iter().map(|h| h.to_vec()).collect(),
-            exported_at: Some(to_timestamp(chrono::Utc::now())),
-        }),
-        ExportPart::Entry(e) => Record::Entry(pb::BundleEntry {
-            seq: e.seq,
-            leaf: e.leaf,
-            chain_hash: e.chain_hash.to_vec(),
-        }),
-        ExportPart::Trailer {
-            entries,
-            consistency,
-        } => Record::Trailer(pb::BundleTrailer {
-            entries,
-            consistency_from_size: consistency.as_ref().map_or(0, |c| c.from_size),
-            consistency_proof: consistency
-                .map(|c| c.proof.iter().map(|h| h.to_vec()).collect())
-                .unwrap_or_default(),
-        }),
-    };
-    pb::BundleRecord {
-        record: Some(record),
     }
 }
