@@ -28,6 +28,26 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         Permission::AuditExport,
     ),
     (
+        "/coffer.scheduling.v1.DatabaseService/RegisterDatabase",
+        Permission::DatabaseManage,
+    ),
+    (
+        "/coffer.scheduling.v1.DatabaseService/ChangeDatabase",
+        Permission::DatabaseManage,
+    ),
+    (
+        "/coffer.scheduling.v1.DatabaseService/GetDatabase",
+        Permission::DatabaseRead,
+    ),
+    (
+        "/coffer.scheduling.v1.DatabaseService/ListDatabases",
+        Permission::DatabaseRead,
+    ),
+    (
+        "/coffer.scheduling.v1.DatabaseService/RemoveDatabase",
+        Permission::DatabaseManage,
+    ),
+    (
         "/coffer.credentials.v1.CredentialService/CreateCredential",
         Permission::CredentialManage,
     ),

@@ -71,6 +71,12 @@ pub mod audit {
     }
 }
 
+pub mod scheduling {
+    pub mod v1 {
+        tonic::include_proto!("coffer.scheduling.v1");
+    }
+}
+
 pub mod credentials {
     pub mod v1 {
         tonic::include_proto!("coffer.credentials.v1");

@@ -8,8 +8,10 @@ use std::fmt;
 use std::str::FromStr;
 
 mod field;
+pub mod vault_ref;
 
 pub use field::{FieldError, clean_name};
+pub use vault_ref::VaultRef;
 
 /// Error returned when a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,6 +14,7 @@ pub mod tls;
 pub const SCHEMAS: &[coffer_db::Schema] = &[
     coffer_enrollment::SCHEMA,
     coffer_credentials::SCHEMA,
+    coffer_scheduling::SCHEMA,
     coffer_audit::SCHEMA,
     diag::SCHEMA,
 ];

@@ -137,6 +137,10 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
                     coffer_credentials::SERVICE,
                     coffer_credentials::app::projections(),
                 ),
+                Target::Scheduling => (
+                    coffer_scheduling::SERVICE,
+                    coffer_scheduling::app::projections(),
+                ),
                 Target::Audit => anyhow::bail!(
                     "the audit service has no projections: its log is the record itself"
                 ),

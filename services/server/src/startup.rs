@@ -16,6 +16,8 @@ use coffer_proto::credentials::v1::{
     release_service_server::ReleaseServiceServer,
 };
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
+use coffer_proto::scheduling::v1::database_service_server::DatabaseServiceServer;
+use coffer_scheduling::grpc::SchedulingGrpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -51,6 +53,8 @@ pub enum Target {
     Credentials,
     /// Audit: every org's tamper-evident log, checkpoints, proofs and export.
     Audit,
+    /// Scheduling: the database registry (backup targets and the agents serving them).
+    Scheduling,
     /// Diagnostics: the event pipeline probe.
     Diag,
 }
@@ -253,6 +257,7 @@ impl Application {
         let credentials_db =
             connect(wants(Target::Credentials), coffer_credentials::SCHEMA).await?;
         let audit_db = connect(wants(Target::Audit), coffer_audit::SCHEMA).await?;
+        let scheduling_db = connect(wants(Target::Scheduling), coffer_scheduling::SCHEMA).await?;
 
         // Enrollment first: it publishes the key set the auth layer then follows.
         let mut enrollment = None;
@@ -432,6 +437,24 @@ impl Application {
             health.set_serving::<AuditServiceServer<AuditGrpc>>().await;
             router = router.add_service(AuditServiceServer::new(AuditGrpc::new(
                 coffer_audit::Audit::new(db, checkpointer),
+            )));
+        }
+
+        if let Some(db) = scheduling_db {
+            // The registry consumes no events yet, so it runs the outbox relay alone.
+            let relay = Relay::new(
+                config.database.clone(),
+                coffer_scheduling::SERVICE,
+                js.clone(),
+                config.nats.bus.clone(),
+                config.relay.clone(),
+            );
+            background.push(Box::new(move |rx| Box::pin(relay.run(stopped(rx)))));
+            health
+                .set_serving::<DatabaseServiceServer<SchedulingGrpc>>()
+                .await;
+            router = router.add_service(DatabaseServiceServer::new(SchedulingGrpc::new(
+                coffer_scheduling::Scheduling::new(db),
             )));
         }
 

@@ -10,6 +10,7 @@ use coffer_proto::audit::v1 as audit;
 use coffer_proto::credentials::v1 as cred;
 use coffer_proto::diagnostics::v1 as diag;
 use coffer_proto::enrollment::v1 as pb;
+use coffer_proto::scheduling::v1 as sched;
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -78,7 +79,8 @@ async fn event_count(su: &sqlx::PgPool, org: coffer_types::OrgId) -> i64 {
               + (SELECT count(*) FROM coffer_diag.events
                  WHERE org_id = $1 AND event_type <> 'ProbeObserved')
               + (SELECT count(*) FROM coffer_credentials.events
-                 WHERE org_id = $1 AND event_type <> 'OrgKeyGenerated')",
+                 WHERE org_id = $1 AND event_type <> 'OrgKeyGenerated')
+              + (SELECT count(*) FROM coffer_scheduling.events WHERE org_id = $1)",
     )
     .bind(org.as_uuid())
     .fetch_one(su)
@@ -144,6 +146,25 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
             .unwrap()
             .into_inner()
             .credential_id;
+    let database_fields = sched::DatabaseFields {
+        name: "orders".into(),
+        engine: "postgresql".into(),
+        host: "db.acme.test".into(),
+        port: 0,
+        database: "orders".into(),
+        user: "backup".into(),
+        password_vault_ref: format!("vault:coffer/{a_id}/{credential}"),
+        agent_id: coffer_types::AgentId::new().to_string(),
+    };
+    let database = sched::database_service_client::DatabaseServiceClient::new(a_channel.clone())
+        .register_database(sched::RegisterDatabaseRequest {
+            org_id: a_id.clone(),
+            fields: Some(database_fields.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .database_id;
     let probe = diag::diagnostics_service_client::DiagnosticsServiceClient::new(a_channel)
         .send_probe(diag::SendProbeRequest {
             org_id: a_id.clone(),
@@ -170,6 +191,7 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
     let org_keys = cred::org_key_service_client::OrgKeyServiceClient::new(ch.clone());
     let master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(ch.clone());
     let audit_log = audit::audit_service_client::AuditServiceClient::new(ch.clone());
+    let databases = sched::database_service_client::DatabaseServiceClient::new(ch.clone());
     let probes = diag::diagnostics_service_client::DiagnosticsServiceClient::new(ch);
     let mut calls: BTreeMap<&str, Call> = BTreeMap::new();
     macro_rules! probe {
@@ -454,6 +476,55 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         master_keys,
         get_key_coverage,
         cred::GetKeyCoverageRequest {}
+    );
+    probe!(
+        "/coffer.scheduling.v1.DatabaseService/RegisterDatabase",
+        databases,
+        register_database,
+        sched::RegisterDatabaseRequest {
+            org_id: a_id.clone(),
+            fields: Some(sched::DatabaseFields {
+                name: "b-was-here".into(),
+                ..database_fields.clone()
+            }),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DatabaseService/ChangeDatabase",
+        databases,
+        change_database,
+        sched::ChangeDatabaseRequest {
+            org_id: a_id.clone(),
+            database_id: database.clone(),
+            fields: Some(database_fields.clone()),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DatabaseService/GetDatabase",
+        databases,
+        get_database,
+        sched::GetDatabaseRequest {
+            org_id: a_id.clone(),
+            database_id: database.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DatabaseService/ListDatabases",
+        databases,
+        list_databases,
+        sched::ListDatabasesRequest {
+            org_id: a_id.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DatabaseService/RemoveDatabase",
+        databases,
+        remove_database,
+        sched::RemoveDatabaseRequest {
+            org_id: a_id.clone(),
+            database_id: database.clone(),
+            reason: "x".into(),
+        }
     );
     probe!(
         "/coffer.audit.v1.AuditService/QueryEntries",

@@ -14,5 +14,6 @@ mod grpc;
 mod helpers;
 mod independent;
 mod oidc;
+mod scheduling;
 mod sdk;
 mod tenancy;

@@ -1,0 +1,181 @@
+//! The scheduling application: commands and queries over the database registry.
+//!
+//! Callers have already been authenticated and authorised for the RPC's permission by the
+//! gRPC layer (`coffer_auth`'s table). Every change commits its event and the read model in one
+//! tenant transaction.
+
+use std::sync::Arc;
+
+use coffer_db::TenantTx;
+use coffer_eventstore::{EventStore, ExecuteError, Projection};
+use coffer_types::{Actor, AggregateId, OrgId};
+
+use crate::domain::FieldError;
+use crate::domain::database::{
+    Database, DatabaseCommand, DatabaseError, DatabaseFields, DatabaseSpec,
+};
+use crate::store::{self, DatabaseView};
+
+/// Why a scheduling request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field broke a rule (InvalidArgument).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// No such thing in the caller's org (NotFound). Another org's things are reported the
+    /// same way.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// It exists already (AlreadyExists); the message names the field.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] coffer_eventstore::Error),
+}
+
+impl From<coffer_db::Error> for Error {
+    fn from(e: coffer_db::Error) -> Self {
+        Error::Store(e.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(coffer_db::Error::from(e).into())
+    }
+}
+
+impl From<ExecuteError<DatabaseError>> for Error {
+    fn from(e: ExecuteError<DatabaseError>) -> Self {
+        match e {
+            ExecuteError::Rejected(DatabaseError::Invalid(f)) => Error::Invalid(f),
+            ExecuteError::Rejected(DatabaseError::NotFound) => Error::NotFound("database"),
+            ExecuteError::Rejected(e @ DatabaseError::AlreadyExists) => {
+                Error::AlreadyExists(e.to_string())
+            }
+            ExecuteError::Store(s) => Error::Store(s),
+        }
+    }
+}
+
+/// The projections this service maintains (also used by `coffer admin rebuild-projections`).
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(store::Databases)]
+}
+
+/// The scheduling service's application layer.
+#[derive(Debug, Clone)]
+pub struct Scheduling {
+    store: EventStore,
+}
+
+/// The aggregate id of a database: its database id.
+fn database_aggregate(id: uuid::Uuid) -> AggregateId {
+    AggregateId::from(id)
+}
+
+fn name_conflict(name: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "name {name} is taken by another database of the org"
+    ))
+}
+
+impl Scheduling {
+    /// The application over the service's database.
+    pub fn new(db: coffer_db::Database) -> Self {
+        Self {
+            store: EventStore::new(db, projections()),
+        }
+    }
+
+    async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {
+        Ok(self.store.db().begin_tenant(org).await?)
+    }
+
+    /// Registers a database of `org`.
+    pub async fn register_database(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        fields: DatabaseFields,
+    ) -> Result<DatabaseView, Error> {
+        // Checked here first for the name the uniqueness check needs; the aggregate checks
+        // again what it records.
+        let spec = DatabaseSpec::check(org, &fields)?;
+        let id = uuid::Uuid::now_v7();
+        let mut tx = self.begin(org).await?;
+        if store::name_taken(&mut tx, &spec.name, id).await? {
+            return Err(name_conflict(&spec.name));
+        }
+        let command = DatabaseCommand::RegisterDatabase { org, fields };
+        self.store
+            .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)
+            .await?;
+        let view = store::database(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Replaces every field of a database of `org`.
+    pub async fn change_database(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: uuid::Uuid,
+        fields: DatabaseFields,
+    ) -> Result<DatabaseView, Error> {
+        let spec = DatabaseSpec::check(org, &fields)?;
+        let mut tx = self.begin(org).await?;
+        if store::database(&mut tx, id).await?.is_none() {
+            return Err(Error::NotFound("database"));
+        }
+        if store::name_taken(&mut tx, &spec.name, id).await? {
+            return Err(name_conflict(&spec.name));
+        }
+        let command = DatabaseCommand::ChangeDatabase { org, fields };
+        self.store
+            .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)
+            .await?;
+        let view = store::database(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// Removes a database of `org` from the registry.
+    pub async fn remove_database(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: uuid::Uuid,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.begin(org).await?;
+        let command = DatabaseCommand::RemoveDatabase {
+            reason: reason.to_owned(),
+        };
+        self.store
+            .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One live database of `org`.
+    pub async fn get_database(&self, org: OrgId, id: uuid::Uuid) -> Result<DatabaseView, Error> {
+        let mut tx = self.begin(org).await?;
+        store::database(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("database"))
+    }
+
+    /// Every live database of `org`, by name.
+    pub async fn list_databases(&self, org: OrgId) -> Result<Vec<DatabaseView>, Error> {
+        let mut tx = self.begin(org).await?;
+        Ok(store::databases(&mut tx).await?)
+    }
+}

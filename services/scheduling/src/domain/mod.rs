@@ -1,0 +1,9 @@
+//! Pure aggregates of the scheduling service. This module imports no sqlx, tonic or
+//! async-nats; its tests are given/when/then without I/O.
+
+pub mod database;
+
+pub use coffer_types::FieldError;
+
+/// Longest reason kept for the audit log.
+pub const MAX_REASON_CHARS: usize = 500;

@@ -1,0 +1,28 @@
+//! The scheduling service. This first increment holds the database registry: the backup
+//! targets of an org (engine, where to connect, as whom, the vault reference of the password,
+//! and the agent that serves them).
+//!
+//! - [`domain`]: the pure `Database` aggregate: every rule, no I/O.
+//! - [`app`]: commands and queries; [`store`]: the read model; [`grpc`]: the adapter.
+//! - `codec`: protobuf encoding of the domain events (`coffer.events.v1`).
+
+pub mod app;
+mod codec;
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+use coffer_db::{Schema, ServiceName};
+
+pub use app::{Error, Scheduling};
+
+/// The service's name: schema `coffer_scheduling`, role `coffer_scheduling`.
+pub const SERVICE: ServiceName = ServiceName("scheduling");
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/scheduling");
+
+/// Tables of the scheduling service.
+pub const SCHEMA: Schema = Schema {
+    service: SERVICE,
+    migrators: &[&coffer_eventstore::MIGRATOR, &MIGRATOR],
+};

@@ -1,0 +1,173 @@
+//! The read model of the scheduling service (a projection kept in the append transaction) and
+//! the queries over it.
+
+use chrono::{DateTime, Utc};
+use coffer_eventstore::{Aggregate, Projection, ProjectionError, RecordedEvent};
+use coffer_types::{AgentId, OrgId, VaultRef};
+use sqlx::{PgConnection, Row};
+
+use crate::domain::database::{Database, DatabaseEvent, DatabaseSpec, Engine};
+
+/// `databases`, from the Database aggregate: the org's live databases.
+pub(crate) struct Databases;
+
+#[async_trait::async_trait]
+impl Projection for Databases {
+    fn name(&self) -> &'static str {
+        "databases"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["databases"]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        if event.aggregate_type != Database::TYPE {
+            return Ok(());
+        }
+        let id = event.aggregate_id.as_uuid();
+        match event.decode::<DatabaseEvent>()? {
+            DatabaseEvent::DatabaseRegistered(spec) => {
+                sqlx::query(
+                    "INSERT INTO databases \
+                     (org_id, database_id, name, engine, host, port, database, db_user, \
+                      password_vault_ref, agent_id, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+                )
+                .bind(event.org_id.as_uuid())
+                .bind(id)
+                .bind(&spec.name)
+                .bind(spec.engine.as_str())
+                .bind(&spec.host)
+                .bind(i32::from(spec.port))
+                .bind(&spec.database)
+                .bind(&spec.user)
+                .bind(spec.password_vault_ref.to_string())
+                .bind(spec.agent_id.as_uuid())
+                .bind(event.occurred_at)
+                .execute(conn)
+                .await?;
+            }
+            DatabaseEvent::DatabaseChanged { version, spec } => {
+                sqlx::query(
+                    "UPDATE databases SET name = $2, engine = $3, host = $4, port = $5, \
+                     database = $6, db_user = $7, password_vault_ref = $8, agent_id = $9, \
+                     version = $10, updated_at = $11 WHERE database_id = $1",
+                )
+                .bind(id)
+                .bind(&spec.name)
+                .bind(spec.engine.as_str())
+                .bind(&spec.host)
+                .bind(i32::from(spec.port))
+                .bind(&spec.database)
+                .bind(&spec.user)
+                .bind(spec.password_vault_ref.to_string())
+                .bind(spec.agent_id.as_uuid())
+                .bind(i32::try_from(version).unwrap_or(i32::MAX))
+                .bind(event.occurred_at)
+                .execute(conn)
+                .await?;
+            }
+            DatabaseEvent::DatabaseRemoved { .. } => {
+                sqlx::query("DELETE FROM databases WHERE database_id = $1")
+                    .bind(id)
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A live database, as the registry shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseView {
+    /// The org.
+    pub org_id: OrgId,
+    /// The database.
+    pub database_id: uuid::Uuid,
+    /// Its current fields.
+    pub spec: DatabaseSpec,
+    /// Its version.
+    pub version: u32,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "org_id, database_id, name, engine, host, port, database, db_user, \
+     password_vault_ref, agent_id, version, created_at, updated_at";
+
+fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+fn database_view(row: &sqlx::postgres::PgRow) -> Result<DatabaseView, sqlx::Error> {
+    let engine: String = row.try_get("engine")?;
+    let vault_ref: String = row.try_get("password_vault_ref")?;
+    let port: i32 = row.try_get("port")?;
+    let version: i32 = row.try_get("version")?;
+    Ok(DatabaseView {
+        org_id: OrgId::from(row.try_get::<uuid::Uuid, _>("org_id")?),
+        database_id: row.try_get("database_id")?,
+        spec: DatabaseSpec {
+            name: row.try_get("name")?,
+            engine: Engine::parse(&engine).map_err(decode_err)?,
+            host: row.try_get("host")?,
+            port: u16::try_from(port).map_err(decode_err)?,
+            database: row.try_get("database")?,
+            user: row.try_get("db_user")?,
+            password_vault_ref: vault_ref.parse::<VaultRef>().map_err(decode_err)?,
+            agent_id: AgentId::from(row.try_get::<uuid::Uuid, _>("agent_id")?),
+        },
+        version: u32::try_from(version).map_err(decode_err)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// One live database of the transaction's org.
+pub(crate) async fn database(
+    conn: &mut PgConnection,
+    id: uuid::Uuid,
+) -> Result<Option<DatabaseView>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM databases WHERE database_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(database_view)
+    .transpose()
+}
+
+/// Every live database of the transaction's org, by name.
+pub(crate) async fn databases(conn: &mut PgConnection) -> Result<Vec<DatabaseView>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM databases ORDER BY name"))
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(database_view)
+        .collect()
+}
+
+/// Whether a live database of the transaction's org other than `except` is called `name`.
+pub(crate) async fn name_taken(
+    conn: &mut PgConnection,
+    name: &str,
+    except: uuid::Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM databases WHERE name = $1 AND database_id <> $2)",
+    )
+    .bind(name)
+    .bind(except)
+    .fetch_one(conn)
+    .await
+}

@@ -1,0 +1,474 @@
+//! The scheduling service's database registry: register, change, get, list and remove through
+//! gRPC, field validation naming the field, name uniqueness, roles, and rebuilt projections.
+
+use coffer_proto::scheduling::v1 as pb;
+use coffer_proto::scheduling::v1::database_service_client::DatabaseServiceClient;
+use coffer_types::OrgId;
+use tonic::Code;
+
+use crate::helpers::{Authed, TestApp, TestOrg, spawn_app};
+
+async fn registry(app: &TestApp, key: &str) -> DatabaseServiceClient<Authed> {
+    DatabaseServiceClient::new(app.authed(key).await)
+}
+
+fn vault_ref(org: OrgId) -> String {
+    format!("vault:coffer/{org}/{}", uuid::Uuid::now_v7())
+}
+
+fn fields(org: OrgId, name: &str) -> pb::DatabaseFields {
+    pb::DatabaseFields {
+        name: name.into(),
+        engine: "postgresql".into(),
+        host: "db1.internal.example".into(),
+        port: 0,
+        database: "orders".into(),
+        user: "backup".into(),
+        password_vault_ref: vault_ref(org),
+        agent_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+async fn register(
+    client: &mut DatabaseServiceClient<Authed>,
+    org: OrgId,
+    name: &str,
+) -> pb::Database {
+    client
+        .register_database(pb::RegisterDatabaseRequest {
+            org_id: org.to_string(),
+            fields: Some(fields(org, name)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The scheduling events of `org`.
+async fn events(app: &TestApp, org: &TestOrg) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT event_type FROM coffer_scheduling.events WHERE org_id = $1 ORDER BY 1",
+    )
+    .bind(org.org.as_uuid())
+    .fetch_all(&app.db.superuser().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_an_event() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut client = registry(&app, &acme.owner_key).await;
+    let org = acme.org.to_string();
+
+    let registered = register(&mut client, acme.org, "orders").await;
+    assert_eq!(registered.org_id, org);
+    assert_eq!(registered.name, "orders");
+    assert_eq!(registered.engine, "postgresql");
+    assert_eq!(registered.port, 5432, "0 means the engine's default");
+    assert_eq!(registered.version, 1);
+    assert!(
+        registered
+            .password_vault_ref
+            .starts_with(&format!("vault:coffer/{org}/"))
+    );
+    let id = registered.database_id.clone();
+
+    let got = client
+        .get_database(pb::GetDatabaseRequest {
+            org_id: org.clone(),
+            database_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, registered);
+
+    let new_fields = pb::DatabaseFields {
+        name: "orders-primary".into(),
+        engine: "mariadb".into(),
+        host: "10.0.0.7".into(),
+        port: 0,
+        database: "shop".into(),
+        user: "dump".into(),
+        ..fields(acme.org, "x")
+    };
+    let changed = client
+        .change_database(pb::ChangeDatabaseRequest {
+            org_id: org.clone(),
+            database_id: id.clone(),
+            fields: Some(new_fields.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.version, 2);
+    assert_eq!(changed.name, "orders-primary");
+    assert_eq!(changed.engine, "mariadb");
+    assert_eq!(changed.host, "10.0.0.7");
+    assert_eq!(changed.port, 3306);
+    assert_eq!(changed.database, "shop");
+    assert_eq!(changed.user, "dump");
+    assert_eq!(changed.password_vault_ref, new_fields.password_vault_ref);
+    assert_eq!(changed.agent_id, new_fields.agent_id);
+    assert_eq!(changed.created_at, registered.created_at);
+
+    let other = register(&mut client, acme.org, "analytics").await;
+    let listed = client
+        .list_databases(pb::ListDatabasesRequest {
+            org_id: org.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .databases;
+    assert_eq!(
+        listed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["analytics", "orders-primary"]
+    );
+
+    client
+        .remove_database(pb::RemoveDatabaseRequest {
+            org_id: org.clone(),
+            database_id: id.clone(),
+            reason: "decommissioned".into(),
+        })
+        .await
+        .unwrap();
+    let listed = client
+        .list_databases(pb::ListDatabasesRequest {
+            org_id: org.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .databases;
+    assert_eq!(listed, vec![other]);
+    let gone = client
+        .get_database(pb::GetDatabaseRequest {
+            org_id: org.clone(),
+            database_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    for status in [
+        client
+            .change_database(pb::ChangeDatabaseRequest {
+                org_id: org.clone(),
+                database_id: id.clone(),
+                fields: Some(fields(acme.org, "again")),
+            })
+            .await
+            .unwrap_err(),
+        client
+            .remove_database(pb::RemoveDatabaseRequest {
+                org_id: org.clone(),
+                database_id: id.clone(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    }
+    // A removed database's name is free again.
+    register(&mut client, acme.org, "orders-primary").await;
+
+    assert_eq!(
+        events(&app, &acme).await,
+        [
+            "DatabaseChanged",
+            "DatabaseRegistered",
+            "DatabaseRegistered",
+            "DatabaseRegistered",
+            "DatabaseRemoved",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothing() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    let mut client = registry(&app, &acme.owner_key).await;
+    let org = acme.org.to_string();
+    let existing = register(&mut client, acme.org, "orders").await;
+    let second = register(&mut client, acme.org, "analytics").await;
+    let before = events(&app, &acme).await;
+
+    let good = || fields(acme.org, "new");
+    let cases: Vec<(pb::DatabaseFields, &str)> = vec![
+        (
+            pb::DatabaseFields {
+                name: " ".into(),
+                ..good()
+            },
+            "name ",
+        ),
+        (
+            pb::DatabaseFields {
+                name: "n".repeat(129),
+                ..good()
+            },
+            "name ",
+        ),
+        (
+            pb::DatabaseFields {
+                engine: "oracle".into(),
+                ..good()
+            },
+            "engine ",
+        ),
+        (
+            pb::DatabaseFields {
+                host: String::new(),
+                ..good()
+            },
+            "host ",
+        ),
+        (
+            pb::DatabaseFields {
+                host: "postgres://db".into(),
+                ..good()
+            },
+            "host ",
+        ),
+        (
+            pb::DatabaseFields {
+                host: "db host".into(),
+                ..good()
+            },
+            "host ",
+        ),
+        (
+            pb::DatabaseFields {
+                port: 70_000,
+                ..good()
+            },
+            "port ",
+        ),
+        (
+            pb::DatabaseFields {
+                database: String::new(),
+                ..good()
+            },
+            "database ",
+        ),
+        (
+            pb::DatabaseFields {
+                user: "u".repeat(64),
+                ..good()
+            },
+            "user ",
+        ),
+        (
+            pb::DatabaseFields {
+                password_vault_ref: "hunter2".into(),
+                ..good()
+            },
+            "password_vault_ref ",
+        ),
+        (
+            pb::DatabaseFields {
+                password_vault_ref: vault_ref(other.org),
+                ..good()
+            },
+            "password_vault_ref ",
+        ),
+        (
+            pb::DatabaseFields {
+                agent_id: "agent-7".into(),
+                ..good()
+            },
+            "agent_id ",
+        ),
+    ];
+    for (bad, field) in cases {
+        let registered = client
+            .register_database(pb::RegisterDatabaseRequest {
+                org_id: org.clone(),
+                fields: Some(bad.clone()),
+            })
+            .await
+            .unwrap_err();
+        let changed = client
+            .change_database(pb::ChangeDatabaseRequest {
+                org_id: org.clone(),
+                database_id: existing.database_id.clone(),
+                fields: Some(bad.clone()),
+            })
+            .await
+            .unwrap_err();
+        for status in [registered, changed] {
+            assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+            assert!(status.message().starts_with(field), "{bad:?}: {status:?}");
+        }
+    }
+    let missing = client
+        .register_database(pb::RegisterDatabaseRequest {
+            org_id: org.clone(),
+            fields: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert!(missing.message().starts_with("fields "), "{missing:?}");
+
+    // Names are unique among the org's live databases, on registration and on change.
+    let taken = client
+        .register_database(pb::RegisterDatabaseRequest {
+            org_id: org.clone(),
+            fields: Some(fields(acme.org, " orders ")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert!(taken.message().starts_with("name "), "{taken:?}");
+    let renamed = client
+        .change_database(pb::ChangeDatabaseRequest {
+            org_id: org.clone(),
+            database_id: second.database_id.clone(),
+            fields: Some(fields(acme.org, "orders")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(renamed.code(), Code::AlreadyExists, "{renamed:?}");
+    assert!(renamed.message().starts_with("name "), "{renamed:?}");
+    // Another org may use the same name.
+    register(
+        &mut registry(&app, &other.owner_key).await,
+        other.org,
+        "orders",
+    )
+    .await;
+
+    assert_eq!(
+        events(&app, &acme).await,
+        before,
+        "nothing stored on refusal"
+    );
+}
+
+#[tokio::test]
+async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let existing = register(
+        &mut registry(&app, &acme.owner_key).await,
+        acme.org,
+        "orders",
+    )
+    .await;
+    let org = acme.org.to_string();
+
+    for role in ["viewer", "operator"] {
+        let mut client = registry(&app, &app.new_api_key(&acme, role).await).await;
+        let got = client
+            .get_database(pb::GetDatabaseRequest {
+                org_id: org.clone(),
+                database_id: existing.database_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got, existing, "{role}");
+        let listed = client
+            .list_databases(pb::ListDatabasesRequest {
+                org_id: org.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .databases;
+        assert_eq!(listed, vec![existing.clone()], "{role}");
+        let refused = [
+            client
+                .register_database(pb::RegisterDatabaseRequest {
+                    org_id: org.clone(),
+                    fields: Some(fields(acme.org, role)),
+                })
+                .await
+                .unwrap_err(),
+            client
+                .change_database(pb::ChangeDatabaseRequest {
+                    org_id: org.clone(),
+                    database_id: existing.database_id.clone(),
+                    fields: Some(fields(acme.org, role)),
+                })
+                .await
+                .unwrap_err(),
+            client
+                .remove_database(pb::RemoveDatabaseRequest {
+                    org_id: org.clone(),
+                    database_id: existing.database_id.clone(),
+                    reason: String::new(),
+                })
+                .await
+                .unwrap_err(),
+        ];
+        for status in refused {
+            assert_eq!(status.code(), Code::PermissionDenied, "{role}: {status:?}");
+        }
+    }
+    let mut admin = registry(&app, &app.new_api_key(&acme, "admin").await).await;
+    register(&mut admin, acme.org, "by-admin").await;
+    assert_eq!(
+        events(&app, &acme).await,
+        ["DatabaseRegistered", "DatabaseRegistered"]
+    );
+}
+
+#[tokio::test]
+async fn rebuilding_the_scheduling_projections_yields_identical_tables() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let other = app.new_org("Other").await;
+    let mut client = registry(&app, &acme.owner_key).await;
+    let a = register(&mut client, acme.org, "a").await;
+    let b = register(&mut client, acme.org, "b").await;
+    register(&mut client, acme.org, "c").await;
+    register(&mut registry(&app, &other.owner_key).await, other.org, "a").await;
+    client
+        .change_database(pb::ChangeDatabaseRequest {
+            org_id: acme.org.to_string(),
+            database_id: a.database_id.clone(),
+            fields: Some(pb::DatabaseFields {
+                port: 6543,
+                ..fields(acme.org, "a2")
+            }),
+        })
+        .await
+        .unwrap();
+    client
+        .remove_database(pb::RemoveDatabaseRequest {
+            org_id: acme.org.to_string(),
+            database_id: b.database_id.clone(),
+            reason: "gone".into(),
+        })
+        .await
+        .unwrap();
+
+    let su = app.db.superuser().await;
+    let dump = || async {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT to_jsonb(t) FROM coffer_scheduling.databases t ORDER BY 1::text",
+        )
+        .fetch_all(&su)
+        .await
+        .unwrap()
+    };
+    let before = dump().await;
+    assert_eq!(before.len(), 3);
+    let replayed = coffer_eventstore::rebuild(
+        &mut app.db.owner().await,
+        coffer_scheduling::SERVICE,
+        &coffer_scheduling::app::projections(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed, 6);
+    assert_eq!(dump().await, before);
+}
