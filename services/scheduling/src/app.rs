@@ -14,7 +14,7 @@ use crate::domain::FieldError;
 use crate::domain::database::{
     Database, DatabaseCommand, DatabaseError, DatabaseFields, DatabaseSpec,
 };
-use crate::store::{self, DatabaseView};
+use crate::store::{self, AgentState, DatabaseView};
 
 /// Why a scheduling request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,10 @@ pub enum Error {
     /// same way.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The request names something in a state that forbids it (FailedPrecondition), e.g. an
+    /// agent that is unknown in the org or revoked.
+    #[error("{0}")]
+    Precondition(&'static str),
     /// It exists already (AlreadyExists); the message names the field.
     #[error("{0}")]
     AlreadyExists(String),
@@ -81,6 +85,21 @@ fn name_conflict(name: &str) -> Error {
     ))
 }
 
+/// Refuses an agent that cannot serve a database of the transaction's org. Checked in the
+/// command's transaction with the agent's row locked, so a revocation cannot slip in between.
+/// Scheduling learns of agents through events, so a just-enrolled agent may be refused until the
+/// `scheduling-agents` consumer has seen it.
+async fn check_agent(tx: &mut TenantTx, spec: &DatabaseSpec) -> Result<(), Error> {
+    match store::agent_state(tx, spec.agent_id).await? {
+        AgentState::Enrolled => Ok(()),
+        // Another org's agent is hidden by row-level security: it looks unknown.
+        AgentState::Unknown => Err(Error::Precondition(
+            "agent_id names no enrolled agent of this org",
+        )),
+        AgentState::Revoked => Err(Error::Precondition("agent_id names a revoked agent")),
+    }
+}
+
 impl Scheduling {
     /// The application over the service's database.
     pub fn new(db: coffer_db::Database) -> Self {
@@ -108,6 +127,7 @@ impl Scheduling {
         if store::name_taken(&mut tx, &spec.name, id).await? {
             return Err(name_conflict(&spec.name));
         }
+        check_agent(&mut tx, &spec).await?;
         let command = DatabaseCommand::RegisterDatabase { org, fields };
         self.store
             .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)
@@ -135,6 +155,7 @@ impl Scheduling {
         if store::name_taken(&mut tx, &spec.name, id).await? {
             return Err(name_conflict(&spec.name));
         }
+        check_agent(&mut tx, &spec).await?;
         let command = DatabaseCommand::ChangeDatabase { org, fields };
         self.store
             .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)

@@ -19,6 +19,7 @@ impl From<Error> for Status {
         match e {
             Error::Invalid(f) => Status::invalid_argument(f.to_string()),
             Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::Precondition(m) => Status::failed_precondition(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::Store(coffer_eventstore::Error::Conflict { .. }) => {
                 Status::aborted("the resource changed concurrently; retry")

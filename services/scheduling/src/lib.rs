@@ -4,10 +4,12 @@
 //!
 //! - [`domain`]: the pure `Database` aggregate: every rule, no I/O.
 //! - [`app`]: commands and queries; [`store`]: the read model; [`grpc`]: the adapter.
+//! - [`consumers`]: `scheduling-agents`, scheduling's view of enrollment's agents.
 //! - `codec`: protobuf encoding of the domain events (`coffer.events.v1`).
 
 pub mod app;
 mod codec;
+pub mod consumers;
 pub mod domain;
 pub mod grpc;
 pub mod store;

@@ -171,3 +171,75 @@ pub(crate) async fn name_taken(
     .fetch_one(conn)
     .await
 }
+
+/// What scheduling knows of an agent of the transaction's org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AgentState {
+    /// Never seen enrolled in this org (or an agent of another org: RLS hides it).
+    Unknown,
+    /// Enrolled and not revoked.
+    Enrolled,
+    /// Revoked.
+    Revoked,
+}
+
+/// The state of `agent` in the transaction's org. The row is locked `FOR SHARE` so a
+/// revocation the consumer applies concurrently waits for this transaction: a database is never
+/// committed naming an agent whose revocation committed first.
+pub(crate) async fn agent_state(
+    conn: &mut PgConnection,
+    agent: AgentId,
+) -> Result<AgentState, sqlx::Error> {
+    let row: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT revoked_at FROM agents WHERE agent_id = $1 FOR SHARE")
+            .bind(agent.as_uuid())
+            .fetch_optional(conn)
+            .await?;
+    Ok(match row {
+        None => AgentState::Unknown,
+        Some(None) => AgentState::Enrolled,
+        Some(Some(_)) => AgentState::Revoked,
+    })
+}
+
+/// Records that `agent` of `org` enrolled at `at`; an agent already known (enrolled or
+/// revoked) is left alone.
+pub(crate) async fn agent_enrolled(
+    conn: &mut PgConnection,
+    org: OrgId,
+    agent: uuid::Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agents (org_id, agent_id, enrolled_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (agent_id) DO NOTHING",
+    )
+    .bind(org.as_uuid())
+    .bind(agent)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that `agent` of `org` was revoked at `at`. A revocation seen before the enrollment
+/// inserts the row already revoked (the enrollment then changes nothing); a second revocation
+/// keeps the first time.
+pub(crate) async fn agent_revoked(
+    conn: &mut PgConnection,
+    org: OrgId,
+    agent: uuid::Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agents (org_id, agent_id, enrolled_at, revoked_at) VALUES ($1, $2, $3, $3) \
+         ON CONFLICT (agent_id) DO UPDATE \
+         SET revoked_at = COALESCE(agents.revoked_at, EXCLUDED.revoked_at)",
+    )
+    .bind(org.as_uuid())
+    .bind(agent)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -441,15 +441,14 @@ impl Application {
         }
 
         if let Some(db) = scheduling_db {
-            // The registry consumes no events yet, so it runs the outbox relay alone.
-            let relay = Relay::new(
-                config.database.clone(),
+            background.extend(pipeline(
+                &config,
+                &js,
+                db.clone(),
                 coffer_scheduling::SERVICE,
-                js.clone(),
-                config.nats.bus.clone(),
-                config.relay.clone(),
-            );
-            background.push(Box::new(move |rx| Box::pin(relay.run(stopped(rx)))));
+                coffer_scheduling::consumers::agents_config(&config.nats.bus),
+                coffer_scheduling::consumers::agents_handler(),
+            ));
             health
                 .set_serving::<DatabaseServiceServer<SchedulingGrpc>>()
                 .await;

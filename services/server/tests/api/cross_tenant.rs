@@ -154,7 +154,7 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         database: "orders".into(),
         user: "backup".into(),
         password_vault_ref: format!("vault:coffer/{a_id}/{credential}"),
-        agent_id: coffer_types::AgentId::new().to_string(),
+        agent_id: crate::scheduling::enrolled_agent(&app, &a).await,
     };
     let database = sched::database_service_client::DatabaseServiceClient::new(a_channel.clone())
         .register_database(sched::RegisterDatabaseRequest {

@@ -1,6 +1,10 @@
 //! The scheduling service's database registry: register, change, get, list and remove through
-//! gRPC, field validation naming the field, name uniqueness, roles, and rebuilt projections.
+//! gRPC, field validation naming the field, name uniqueness, the serving agent (enrolled, of the
+//! org, not revoked), roles, and rebuilt projections.
 
+use std::time::Duration;
+
+use coffer_proto::enrollment::v1::{RevokeAgentRequest, agent_service_client::AgentServiceClient};
 use coffer_proto::scheduling::v1 as pb;
 use coffer_proto::scheduling::v1::database_service_client::DatabaseServiceClient;
 use coffer_types::OrgId;
@@ -16,7 +20,43 @@ fn vault_ref(org: OrgId) -> String {
     format!("vault:coffer/{org}/{}", uuid::Uuid::now_v7())
 }
 
-fn fields(org: OrgId, name: &str) -> pb::DatabaseFields {
+/// An agent really enrolled in `org`, once scheduling has seen its enrollment (scheduling learns
+/// of agents through enrollment's events).
+pub(crate) async fn enrolled_agent(app: &TestApp, org: &TestOrg) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (csr, _key) = crate::agents::csr_and_key(dir.path(), "EC");
+    let agent = crate::agents::enroll(app, &crate::agents::new_token(app, org).await, &csr)
+        .await
+        .unwrap()
+        .agent_id;
+    seen_by_scheduling(app, &agent, "enrolled_at").await;
+    agent
+}
+
+/// Waits until scheduling's view of `agent` has `column` set.
+async fn seen_by_scheduling(app: &TestApp, agent: &str, column: &str) {
+    let su = app.db.superuser().await;
+    let id: uuid::Uuid = agent.parse().unwrap();
+    let query = format!(
+        "SELECT EXISTS (SELECT 1 FROM coffer_scheduling.agents \
+         WHERE agent_id = $1 AND {column} IS NOT NULL)"
+    );
+    coffer_testkit::eventually(
+        "scheduling sees the agent",
+        Duration::from_secs(10),
+        || async {
+            let seen: bool = sqlx::query_scalar(&query)
+                .bind(id)
+                .fetch_one(&su)
+                .await
+                .unwrap();
+            seen.then_some(())
+        },
+    )
+    .await;
+}
+
+fn fields(org: OrgId, agent: &str, name: &str) -> pb::DatabaseFields {
     pb::DatabaseFields {
         name: name.into(),
         engine: "postgresql".into(),
@@ -25,19 +65,20 @@ fn fields(org: OrgId, name: &str) -> pb::DatabaseFields {
         database: "orders".into(),
         user: "backup".into(),
         password_vault_ref: vault_ref(org),
-        agent_id: uuid::Uuid::now_v7().to_string(),
+        agent_id: agent.into(),
     }
 }
 
 async fn register(
     client: &mut DatabaseServiceClient<Authed>,
     org: OrgId,
+    agent: &str,
     name: &str,
 ) -> pb::Database {
     client
         .register_database(pb::RegisterDatabaseRequest {
             org_id: org.to_string(),
-            fields: Some(fields(org, name)),
+            fields: Some(fields(org, agent, name)),
         })
         .await
         .unwrap()
@@ -59,10 +100,11 @@ async fn events(app: &TestApp, org: &TestOrg) -> Vec<String> {
 async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_an_event() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
+    let agent = enrolled_agent(&app, &acme).await;
     let mut client = registry(&app, &acme.owner_key).await;
     let org = acme.org.to_string();
 
-    let registered = register(&mut client, acme.org, "orders").await;
+    let registered = register(&mut client, acme.org, &agent, "orders").await;
     assert_eq!(registered.org_id, org);
     assert_eq!(registered.name, "orders");
     assert_eq!(registered.engine, "postgresql");
@@ -92,7 +134,7 @@ async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_a
         port: 0,
         database: "shop".into(),
         user: "dump".into(),
-        ..fields(acme.org, "x")
+        ..fields(acme.org, &agent, "x")
     };
     let changed = client
         .change_database(pb::ChangeDatabaseRequest {
@@ -114,7 +156,7 @@ async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_a
     assert_eq!(changed.agent_id, new_fields.agent_id);
     assert_eq!(changed.created_at, registered.created_at);
 
-    let other = register(&mut client, acme.org, "analytics").await;
+    let other = register(&mut client, acme.org, &agent, "analytics").await;
     let listed = client
         .list_databases(pb::ListDatabasesRequest {
             org_id: org.clone(),
@@ -158,7 +200,7 @@ async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_a
             .change_database(pb::ChangeDatabaseRequest {
                 org_id: org.clone(),
                 database_id: id.clone(),
-                fields: Some(fields(acme.org, "again")),
+                fields: Some(fields(acme.org, &agent, "again")),
             })
             .await
             .unwrap_err(),
@@ -174,7 +216,7 @@ async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_a
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
     }
     // A removed database's name is free again.
-    register(&mut client, acme.org, "orders-primary").await;
+    register(&mut client, acme.org, &agent, "orders-primary").await;
 
     assert_eq!(
         events(&app, &acme).await,
@@ -192,14 +234,16 @@ async fn a_database_is_registered_changed_listed_and_removed_and_every_step_is_a
 async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothing() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
+    let agent = enrolled_agent(&app, &acme).await;
     let other = app.new_org("Other").await;
+    let other_agent = enrolled_agent(&app, &other).await;
     let mut client = registry(&app, &acme.owner_key).await;
     let org = acme.org.to_string();
-    let existing = register(&mut client, acme.org, "orders").await;
-    let second = register(&mut client, acme.org, "analytics").await;
+    let existing = register(&mut client, acme.org, &agent, "orders").await;
+    let second = register(&mut client, acme.org, &agent, "analytics").await;
     let before = events(&app, &acme).await;
 
-    let good = || fields(acme.org, "new");
+    let good = || fields(acme.org, &agent, "new");
     let cases: Vec<(pb::DatabaseFields, &str)> = vec![
         (
             pb::DatabaseFields {
@@ -321,7 +365,7 @@ async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothi
     let taken = client
         .register_database(pb::RegisterDatabaseRequest {
             org_id: org.clone(),
-            fields: Some(fields(acme.org, " orders ")),
+            fields: Some(fields(acme.org, &agent, " orders ")),
         })
         .await
         .unwrap_err();
@@ -331,7 +375,7 @@ async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothi
         .change_database(pb::ChangeDatabaseRequest {
             org_id: org.clone(),
             database_id: second.database_id.clone(),
-            fields: Some(fields(acme.org, "orders")),
+            fields: Some(fields(acme.org, &agent, "orders")),
         })
         .await
         .unwrap_err();
@@ -341,6 +385,7 @@ async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothi
     register(
         &mut registry(&app, &other.owner_key).await,
         other.org,
+        &other_agent,
         "orders",
     )
     .await;
@@ -356,9 +401,11 @@ async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothi
 async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
+    let agent = enrolled_agent(&app, &acme).await;
     let existing = register(
         &mut registry(&app, &acme.owner_key).await,
         acme.org,
+        &agent,
         "orders",
     )
     .await;
@@ -388,7 +435,7 @@ async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
             client
                 .register_database(pb::RegisterDatabaseRequest {
                     org_id: org.clone(),
-                    fields: Some(fields(acme.org, role)),
+                    fields: Some(fields(acme.org, &agent, role)),
                 })
                 .await
                 .unwrap_err(),
@@ -396,7 +443,7 @@ async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
                 .change_database(pb::ChangeDatabaseRequest {
                     org_id: org.clone(),
                     database_id: existing.database_id.clone(),
-                    fields: Some(fields(acme.org, role)),
+                    fields: Some(fields(acme.org, &agent, role)),
                 })
                 .await
                 .unwrap_err(),
@@ -414,7 +461,7 @@ async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
         }
     }
     let mut admin = registry(&app, &app.new_api_key(&acme, "admin").await).await;
-    register(&mut admin, acme.org, "by-admin").await;
+    register(&mut admin, acme.org, &agent, "by-admin").await;
     assert_eq!(
         events(&app, &acme).await,
         ["DatabaseRegistered", "DatabaseRegistered"]
@@ -425,19 +472,27 @@ async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
 async fn rebuilding_the_scheduling_projections_yields_identical_tables() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
+    let agent = enrolled_agent(&app, &acme).await;
     let other = app.new_org("Other").await;
+    let other_agent = enrolled_agent(&app, &other).await;
     let mut client = registry(&app, &acme.owner_key).await;
-    let a = register(&mut client, acme.org, "a").await;
-    let b = register(&mut client, acme.org, "b").await;
-    register(&mut client, acme.org, "c").await;
-    register(&mut registry(&app, &other.owner_key).await, other.org, "a").await;
+    let a = register(&mut client, acme.org, &agent, "a").await;
+    let b = register(&mut client, acme.org, &agent, "b").await;
+    register(&mut client, acme.org, &agent, "c").await;
+    register(
+        &mut registry(&app, &other.owner_key).await,
+        other.org,
+        &other_agent,
+        "a",
+    )
+    .await;
     client
         .change_database(pb::ChangeDatabaseRequest {
             org_id: acme.org.to_string(),
             database_id: a.database_id.clone(),
             fields: Some(pb::DatabaseFields {
                 port: 6543,
-                ..fields(acme.org, "a2")
+                ..fields(acme.org, &agent, "a2")
             }),
         })
         .await
@@ -471,4 +526,78 @@ async fn rebuilding_the_scheduling_projections_yields_identical_tables() {
     .unwrap();
     assert_eq!(replayed, 6);
     assert_eq!(dump().await, before);
+}
+
+#[tokio::test]
+async fn the_agent_that_serves_a_database_must_be_an_enrolled_unrevoked_agent_of_the_org() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let agent = enrolled_agent(&app, &acme).await;
+    let other = app.new_org("Other").await;
+    let other_agent = enrolled_agent(&app, &other).await;
+    let mut client = registry(&app, &acme.owner_key).await;
+    let org = acme.org.to_string();
+    let existing = register(&mut client, acme.org, &agent, "orders").await;
+    let before = events(&app, &acme).await;
+
+    let refused = |client: &mut DatabaseServiceClient<Authed>, agent: String| {
+        let mut client = client.clone();
+        let org = org.clone();
+        let database_id = existing.database_id.clone();
+        async move {
+            let registered = client
+                .register_database(pb::RegisterDatabaseRequest {
+                    org_id: org.clone(),
+                    fields: Some(fields(acme.org, &agent, "new")),
+                })
+                .await
+                .unwrap_err();
+            let changed = client
+                .change_database(pb::ChangeDatabaseRequest {
+                    org_id: org,
+                    database_id,
+                    fields: Some(fields(acme.org, &agent, "orders")),
+                })
+                .await
+                .unwrap_err();
+            [registered, changed]
+        }
+    };
+    // An unknown agent and another org's agent look the same.
+    for unknown in [uuid::Uuid::now_v7().to_string(), other_agent] {
+        for status in refused(&mut client, unknown).await {
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            assert_eq!(
+                status.message(),
+                "agent_id names no enrolled agent of this org"
+            );
+        }
+    }
+
+    AgentServiceClient::new(app.authed(&acme.owner_key).await)
+        .revoke_agent(RevokeAgentRequest {
+            org_id: org.clone(),
+            agent_id: agent.clone(),
+            reason: "host decommissioned".into(),
+        })
+        .await
+        .unwrap();
+    seen_by_scheduling(&app, &agent, "revoked_at").await;
+    for status in refused(&mut client, agent.clone()).await {
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert_eq!(status.message(), "agent_id names a revoked agent");
+    }
+
+    assert_eq!(
+        events(&app, &acme).await,
+        before,
+        "nothing stored on refusal"
+    );
+    let listed = client
+        .list_databases(pb::ListDatabasesRequest { org_id: org })
+        .await
+        .unwrap()
+        .into_inner()
+        .databases;
+    assert_eq!(listed, vec![existing]);
 }
