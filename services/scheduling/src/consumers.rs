@@ -21,15 +21,22 @@ const ENROLLMENT: &str = "enrollment";
 const AGENT_ENROLLED: &str = "AgentEnrolled";
 const AGENT_REVOKED: &str = "AgentRevoked";
 
-/// The consumer's subscription: enrollment's agent enrollments and revocations.
+/// The consumer's subscription: enrollment's agent enrollments and revocations. A lost
+/// enrollment would leave an agent unusable and a lost revocation would keep a revoked one in
+/// use, so a database outage is waited out (retries every 30 s at most, for days) rather than
+/// dead-lettered after the default five deliveries.
 pub fn agents_config(bus: &BusConfig) -> ConsumerConfig {
-    ConsumerConfig::new(
-        AGENTS,
-        vec![
-            bus.event_filter(ENROLLMENT, AGENT_ENROLLED),
-            bus.event_filter(ENROLLMENT, AGENT_REVOKED),
-        ],
-    )
+    ConsumerConfig {
+        max_deliver: 10_000,
+        max_retry_delay: std::time::Duration::from_secs(30),
+        ..ConsumerConfig::new(
+            AGENTS,
+            vec![
+                bus.event_filter(ENROLLMENT, AGENT_ENROLLED),
+                bus.event_filter(ENROLLMENT, AGENT_REVOKED),
+            ],
+        )
+    }
 }
 
 /// Its handler.
