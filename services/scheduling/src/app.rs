@@ -119,24 +119,18 @@ impl Scheduling {
         org: OrgId,
         fields: DatabaseFields,
     ) -> Result<DatabaseView, Error> {
-        // Checked here first for the name the uniqueness check needs; the aggregate checks
-        // again what it records.
-        let spec = DatabaseSpec::check(org, &fields)?;
         let id = uuid::Uuid::now_v7();
-        let mut tx = self.begin(org).await?;
-        if store::name_taken(&mut tx, &spec.name, id).await? {
-            return Err(name_conflict(&spec.name));
-        }
-        check_agent(&mut tx, &spec).await?;
-        let command = DatabaseCommand::RegisterDatabase { org, fields };
-        self.store
-            .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)
-            .await?;
-        let view = store::database(&mut tx, id)
-            .await?
-            .expect("written in this transaction");
-        tx.commit().await?;
-        Ok(view)
+        self.write(
+            actor,
+            org,
+            id,
+            &fields,
+            DatabaseCommand::RegisterDatabase {
+                org,
+                fields: fields.clone(),
+            },
+        )
+        .await
     }
 
     /// Replaces every field of a database of `org`.
@@ -147,16 +141,42 @@ impl Scheduling {
         id: uuid::Uuid,
         fields: DatabaseFields,
     ) -> Result<DatabaseView, Error> {
-        let spec = DatabaseSpec::check(org, &fields)?;
+        self.write(
+            actor,
+            org,
+            id,
+            &fields,
+            DatabaseCommand::ChangeDatabase {
+                org,
+                fields: fields.clone(),
+            },
+        )
+        .await
+    }
+
+    /// Registers or changes database `id`: the checks the aggregate cannot make (a name free
+    /// in the org, a serving agent it knows), then the command, in one tenant transaction.
+    async fn write(
+        &self,
+        actor: &Actor,
+        org: OrgId,
+        id: uuid::Uuid,
+        fields: &DatabaseFields,
+        command: DatabaseCommand,
+    ) -> Result<DatabaseView, Error> {
+        // Checked here first for the name the uniqueness check needs; the aggregate checks
+        // again what it records.
+        let spec = DatabaseSpec::check(org, fields)?;
         let mut tx = self.begin(org).await?;
-        if store::database(&mut tx, id).await?.is_none() {
+        if matches!(command, DatabaseCommand::ChangeDatabase { .. })
+            && store::database(&mut tx, id).await?.is_none()
+        {
             return Err(Error::NotFound("database"));
         }
         if store::name_taken(&mut tx, &spec.name, id).await? {
             return Err(name_conflict(&spec.name));
         }
         check_agent(&mut tx, &spec).await?;
-        let command = DatabaseCommand::ChangeDatabase { org, fields };
         self.store
             .execute_in::<Database>(&mut tx, database_aggregate(id), actor, command)
             .await?;
