@@ -7,6 +7,9 @@ use prost::Message;
 
 use crate::domain::database::{DatabaseEvent, DatabaseSpec, Engine};
 
+mod job;
+mod schedule;
+
 fn bad(event_type: &str, what: impl std::fmt::Display) -> DecodeError {
     DecodeError::malformed(event_type, what)
 }

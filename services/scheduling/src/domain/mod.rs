@@ -2,6 +2,10 @@
 //! async-nats; its tests are given/when/then without I/O.
 
 pub mod database;
+pub mod job;
+pub mod retention;
+pub mod schedule;
+pub mod timing;
 
 pub use coffer_types::FieldError;
 
