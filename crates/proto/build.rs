@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// Messages with a secret field; see `redacted_debug!` in `src/lib.rs`.
-const SECRET_BEARING: [&str; 7] = [
+const SECRET_BEARING: [&str; 8] = [
     ".coffer.credentials.v1.CreateCredentialRequest",
     ".coffer.credentials.v1.ReplaceCredentialValueRequest",
     ".coffer.credentials.v1.RecoveryKey",
@@ -12,6 +12,7 @@ const SECRET_BEARING: [&str; 7] = [
     ".coffer.credentials.v1.ReleasedCredential",
     ".coffer.credentials.v1.UnwrapFileKeyRequest",
     ".coffer.credentials.v1.UnwrapFileKeyResponse",
+    ".coffer.scheduling.v1.ClaimedJob",
 ];
 
 fn main() -> anyhow::Result<()> {

@@ -23,3 +23,19 @@ pub fn authorize<T>(request: &tonic::Request<T>, org: OrgId) -> Result<&Principa
         }
     })
 }
+
+/// The agent behind `request` and its org, if the caller is an agent (mTLS) allowed this RPC.
+/// Any other caller gets `PERMISSION_DENIED`: these RPCs act on the calling agent's own work.
+pub fn agent_of<T>(
+    request: &tonic::Request<T>,
+) -> Result<(coffer_types::AgentId, OrgId), tonic::Status> {
+    let Some(&Principal::Agent { agent_id, org }) =
+        request.extensions().get::<Caller>().map(Caller::principal)
+    else {
+        return Err(tonic::Status::permission_denied(
+            "only agents call this, over mTLS with their certificate",
+        ));
+    };
+    authorize(request, org)?;
+    Ok((agent_id, org))
+}

@@ -94,6 +94,9 @@ permissions! {
     JobRun => "job.run",
     /// Start a restore.
     RestoreRun => "restore.run",
+    /// Claim, heartbeat and report on one's own jobs. Held by agents only (see
+    /// [`crate::AGENT_PERMISSIONS`]), never by a role.
+    JobExecute => "job.execute",
     /// Read the audit log.
     AuditRead => "audit.read",
     /// Export the audit log.
@@ -138,8 +141,8 @@ const NOBODY: &[Role] = &[];
 /// does not compile until someone decides who holds it. The rules:
 ///
 /// - **owner**: everything except [`Permission::AgentRenew`],
-///   [`Permission::CredentialRelease`] and [`Permission::FileKeyUnwrap`], which only agents
-///   hold.
+///   [`Permission::CredentialRelease`], [`Permission::FileKeyUnwrap`] and
+///   [`Permission::JobExecute`], which only agents hold.
 /// - **admin**: everything except [`Permission::RecoveryKeyExport`]. Granting or revoking
 ///   the owner role and removing owners is further limited by [`can_change_member`].
 /// - **operator**: every `*.read` except [`Permission::AuditRead`], plus
@@ -178,9 +181,10 @@ pub fn roles_allowed(permission: Permission) -> &'static [Role] {
         | Permission::ScheduleManage
         | Permission::MasterKeyManage => ADMINS,
         Permission::RecoveryKeyExport => OWNERS,
-        Permission::AgentRenew | Permission::CredentialRelease | Permission::FileKeyUnwrap => {
-            NOBODY
-        }
+        Permission::AgentRenew
+        | Permission::CredentialRelease
+        | Permission::FileKeyUnwrap
+        | Permission::JobExecute => NOBODY,
     }
 }
 
@@ -288,6 +292,7 @@ schedule.manage          x x . . .
 job.read                 x x x x x
 job.run                  x x x . .
 restore.run              x x x . .
+job.execute              . . . . .
 audit.read               x x . x .
 audit.export             x x . x .
 diagnostics.probe        x x x . .
@@ -301,7 +306,10 @@ diagnostics.probe        x x x . .
         for &p in Permission::ALL {
             let agents_own = matches!(
                 p,
-                Permission::AgentRenew | Permission::CredentialRelease | Permission::FileKeyUnwrap
+                Permission::AgentRenew
+                    | Permission::CredentialRelease
+                    | Permission::FileKeyUnwrap
+                    | Permission::JobExecute
             );
             assert_eq!(allows(Owner, p), !agents_own, "{p}");
         }
@@ -316,6 +324,7 @@ diagnostics.probe        x x x . .
                     | Permission::AgentRenew
                     | Permission::CredentialRelease
                     | Permission::FileKeyUnwrap
+                    | Permission::JobExecute
             );
             assert_eq!(allows(Admin, p), expected, "{p}");
         }

@@ -96,6 +96,7 @@ pub const AGENT_PERMISSIONS: &[Permission] = &[
     Permission::OrgKeyRead,
     Permission::CredentialRelease,
     Permission::FileKeyUnwrap,
+    Permission::JobExecute,
 ];
 
 /// Whether `principal` may use `permission` in `org`.
@@ -237,7 +238,8 @@ mod tests {
     #[test]
     fn agents_hold_only_the_agent_permissions() {
         // Given an agent of org A, when it asks for user permissions in org A, then only
-        // CrlRead, OrgKeyRead, AgentRenew, CredentialRelease and FileKeyUnwrap are allowed.
+        // CrlRead, OrgKeyRead, AgentRenew, CredentialRelease, FileKeyUnwrap and JobExecute are
+        // allowed.
         let a = OrgId::new();
         for &p in Permission::ALL {
             let result = authorize(&agent(a), a, p);
@@ -248,6 +250,7 @@ mod tests {
                     | Permission::AgentRenew
                     | Permission::CredentialRelease
                     | Permission::FileKeyUnwrap
+                    | Permission::JobExecute
             ) {
                 assert_eq!(result, Ok(()));
             } else {

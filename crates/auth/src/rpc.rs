@@ -28,6 +28,74 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         Permission::AuditExport,
     ),
     (
+        "/coffer.scheduling.v1.ScheduleService/CreateSchedule",
+        Permission::ScheduleManage,
+    ),
+    (
+        "/coffer.scheduling.v1.ScheduleService/ChangeSchedule",
+        Permission::ScheduleManage,
+    ),
+    (
+        "/coffer.scheduling.v1.ScheduleService/GetSchedule",
+        Permission::ScheduleRead,
+    ),
+    (
+        "/coffer.scheduling.v1.ScheduleService/ListSchedules",
+        Permission::ScheduleRead,
+    ),
+    (
+        "/coffer.scheduling.v1.ScheduleService/PauseSchedule",
+        Permission::ScheduleManage,
+    ),
+    (
+        "/coffer.scheduling.v1.ScheduleService/ResumeSchedule",
+        Permission::ScheduleManage,
+    ),
+    (
+        "/coffer.scheduling.v1.ScheduleService/DeleteSchedule",
+        Permission::ScheduleManage,
+    ),
+    (
+        "/coffer.scheduling.v1.JobService/RunNow",
+        Permission::JobRun,
+    ),
+    (
+        "/coffer.scheduling.v1.JobService/StartRestore",
+        Permission::RestoreRun,
+    ),
+    (
+        "/coffer.scheduling.v1.JobService/CancelJob",
+        Permission::JobRun,
+    ),
+    (
+        "/coffer.scheduling.v1.JobService/GetJob",
+        Permission::JobRead,
+    ),
+    (
+        "/coffer.scheduling.v1.JobService/ListJobs",
+        Permission::JobRead,
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/PollJobs",
+        Permission::JobExecute,
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/Heartbeat",
+        Permission::JobExecute,
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/CompleteJob",
+        Permission::JobExecute,
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/FailJob",
+        Permission::JobExecute,
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/ConfirmCancelled",
+        Permission::JobExecute,
+    ),
+    (
         "/coffer.scheduling.v1.DatabaseService/RegisterDatabase",
         Permission::DatabaseManage,
     ),

@@ -74,6 +74,11 @@ pub mod audit {
 pub mod scheduling {
     pub mod v1 {
         tonic::include_proto!("coffer.scheduling.v1");
+
+        redacted_debug!(
+            ClaimedJob { job, fencing_token, lease_expires_at, database, restore_artifact }
+            secret ticket
+        );
     }
 }
 

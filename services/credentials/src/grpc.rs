@@ -5,11 +5,11 @@
 //! request messages whose `Debug` is redacted (`coffer_proto`), and are moved into
 //! zero-on-drop buffers before anything else happens to them.
 
-use coffer_auth::grpc::authorize;
+use coffer_auth::grpc::{agent_of, authorize};
 use coffer_proto::credentials::v1 as pb;
 use coffer_proto::request::{id, text};
 use coffer_proto::time::to_timestamp;
-use coffer_types::{AgentId, OrgId};
+use coffer_types::OrgId;
 use secrecy::{ExposeSecret, SecretSlice};
 use tonic::{Request, Response, Status};
 
@@ -315,20 +315,6 @@ fn rotation(status: RotationStatus) -> pb::MasterKeyRotation {
 /// The agent calling, and its org, authorised for the RPC. Only an agent's certificate gets
 /// here (the permissions are agents' alone); its identity, extracted once by the auth layer,
 /// decides the agent and the org.
-fn agent_of<T>(request: &Request<T>) -> Result<(AgentId, OrgId), Status> {
-    let Some(&coffer_auth::Principal::Agent { agent_id, org }) = request
-        .extensions()
-        .get::<coffer_auth::Caller>()
-        .map(coffer_auth::Caller::principal)
-    else {
-        return Err(Status::permission_denied(
-            "only agents call this, over mTLS with their certificate",
-        ));
-    };
-    authorize(request, org)?;
-    Ok((agent_id, org))
-}
-
 fn check_ticket_len(ticket: &str) -> Result<(), Status> {
     if ticket.len() > coffer_auth::ticket::MAX_TICKET_BYTES {
         return Err(Status::invalid_argument(format!(

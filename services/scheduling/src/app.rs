@@ -1,4 +1,5 @@
-//! The scheduling application: commands and queries over the database registry.
+//! The scheduling application: commands and queries over the database registry, schedules
+//! (`schedules`) and jobs (`jobs`, which also holds the scheduler).
 //!
 //! Callers have already been authenticated and authorised for the RPC's permission by the
 //! gRPC layer (`coffer_auth`'s table). Every change commits its event and the read model in one
@@ -15,6 +16,11 @@ use crate::domain::database::{
     Database, DatabaseCommand, DatabaseError, DatabaseFields, DatabaseSpec,
 };
 use crate::store::{self, AgentState, DatabaseView};
+
+mod jobs;
+mod schedules;
+
+pub use jobs::{ClaimedJob, HeartbeatReply, JobRuntime, Settings};
 
 /// Why a scheduling request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,13 @@ pub enum Error {
     /// It exists already (AlreadyExists); the message names the field.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A report refused for the state it found: a stale fencing token, a job no longer held
+    /// (FailedPrecondition).
+    #[error("{0}")]
+    Refused(String),
+    /// A part this request needs is not running here (Unavailable).
+    #[error("{0}")]
+    Unavailable(&'static str),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] coffer_eventstore::Error),
@@ -65,13 +78,20 @@ impl From<ExecuteError<DatabaseError>> for Error {
 
 /// The projections this service maintains (also used by `coffer admin rebuild-projections`).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(store::Databases)]
+    vec![
+        Arc::new(store::Databases),
+        Arc::new(store::Schedules),
+        Arc::new(store::Jobs),
+    ]
 }
 
 /// The scheduling service's application layer.
 #[derive(Debug, Clone)]
 pub struct Scheduling {
     store: EventStore,
+    /// The job runtime (wake-ups, ticket signer, timing); `None` in tools that only rebuild
+    /// projections.
+    jobs: Option<Arc<JobRuntime>>,
 }
 
 /// The aggregate id of a database: its database id.
@@ -105,7 +125,14 @@ impl Scheduling {
     pub fn new(db: coffer_db::Database) -> Self {
         Self {
             store: EventStore::new(db, projections()),
+            jobs: None,
         }
+    }
+
+    /// The same application, able to run schedules and hand out jobs.
+    pub fn with_jobs(mut self, runtime: JobRuntime) -> Self {
+        self.jobs = Some(Arc::new(runtime));
+        self
     }
 
     async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {

@@ -11,6 +11,9 @@ use coffer_types::OrgId;
 use tonic::{Request, Response, Status};
 
 use crate::app::{Error, Scheduling};
+
+mod jobs;
+mod schedules;
 use crate::domain::database::DatabaseFields;
 use crate::store::DatabaseView;
 
@@ -21,6 +24,8 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::Precondition(m) => Status::failed_precondition(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::Refused(m) => Status::failed_precondition(m),
+            Error::Unavailable(m) => Status::unavailable(m),
             Error::Store(coffer_eventstore::Error::Conflict { .. }) => {
                 Status::aborted("the resource changed concurrently; retry")
             }
@@ -70,7 +75,7 @@ impl From<DatabaseView> for pb::Database {
     }
 }
 
-/// `DatabaseService`.
+/// `DatabaseService`, `ScheduleService`, `JobService` and `AgentJobService`.
 #[derive(Debug, Clone)]
 pub struct SchedulingGrpc {
     app: Scheduling,

@@ -1,8 +1,10 @@
-//! The scheduling service. This first increment holds the database registry: the backup
-//! targets of an org (engine, where to connect, as whom, the vault reference of the password,
-//! and the agent that serves them).
+//! The scheduling service: the database registry (backup targets and the agents serving
+//! them), schedules (cron in an IANA zone, jitter, missed-run policy, GFS retention), and jobs
+//! (claims with leases and fencing tokens, retries, cancellation, signed job tickets).
 //!
-//! - [`domain`]: the pure `Database` aggregate: every rule, no I/O.
+//! - [`domain`]: the pure `Database`, `Schedule` and `Job` aggregates: every rule, no I/O.
+//! - [`tickets`]: the job-ticket signing key; [`wakeups`]: how a claimable job reaches a
+//!   long-polling agent.
 //! - [`app`]: commands and queries; [`store`]: the read model; [`grpc`]: the adapter.
 //! - [`consumers`]: `scheduling-agents`, scheduling's view of enrollment's agents.
 //! - `codec`: protobuf encoding of the domain events (`coffer.events.v1`).
@@ -13,10 +15,12 @@ pub mod consumers;
 pub mod domain;
 pub mod grpc;
 pub mod store;
+pub mod tickets;
+pub mod wakeups;
 
 use coffer_db::{Schema, ServiceName};
 
-pub use app::{Error, Scheduling};
+pub use app::{ClaimedJob, Error, HeartbeatReply, JobRuntime, Scheduling, Settings};
 
 /// The service's name: schema `coffer_scheduling`, role `coffer_scheduling`.
 pub const SERVICE: ServiceName = ServiceName("scheduling");

@@ -8,6 +8,19 @@ use sqlx::{PgConnection, Row};
 
 use crate::domain::database::{Database, DatabaseEvent, DatabaseSpec, Engine};
 
+mod jobs;
+mod schedules;
+
+pub use jobs::{JobFilter, JobView, Lease, Progress};
+pub(crate) use jobs::{
+    Jobs, end_lease, expired_leases, extend_lease, job, jobs, next_claimable, progress,
+    ready_agents, start_lease,
+};
+pub use schedules::ScheduleView;
+pub(crate) use schedules::{
+    Schedules, due, lock_due, name_taken as schedule_name_taken, schedule, schedules,
+};
+
 /// `databases`, from the Database aggregate: the org's live databases.
 pub(crate) struct Databases;
 
@@ -103,7 +116,7 @@ pub struct DatabaseView {
 const COLUMNS: &str = "org_id, database_id, name, engine, host, port, database, db_user, \
      password_vault_ref, agent_id, version, created_at, updated_at";
 
-fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+pub(crate) fn decode_err(e: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
 }
 

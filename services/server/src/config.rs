@@ -47,6 +47,9 @@ pub struct Config {
     /// `[audit]`: the audit service (checkpoint origin and cadence).
     #[serde(default)]
     pub audit: coffer_audit::Settings,
+    /// `[scheduler]`: the scheduler's tick and grace, job leases, retries, polls and tickets.
+    #[serde(default)]
+    pub scheduler: coffer_scheduling::Settings,
 }
 
 /// `[credentials]`: the credentials service.
@@ -319,6 +322,10 @@ impl Config {
         })?;
         self.audit.validate().map_err(|rule| Error::Invalid {
             field: "audit",
+            rule,
+        })?;
+        self.scheduler.validate().map_err(|rule| Error::Invalid {
+            field: "scheduler",
             rule,
         })?;
         if self.relay.batch_size < 1 || self.relay.batch_size > 10_000 {

@@ -16,7 +16,10 @@ use coffer_proto::credentials::v1::{
     release_service_server::ReleaseServiceServer,
 };
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
-use coffer_proto::scheduling::v1::database_service_server::DatabaseServiceServer;
+use coffer_proto::scheduling::v1::{
+    agent_job_service_server::AgentJobServiceServer, database_service_server::DatabaseServiceServer,
+    job_service_server::JobServiceServer, schedule_service_server::ScheduleServiceServer,
+};
 use coffer_scheduling::grpc::SchedulingGrpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -53,7 +56,7 @@ pub enum Target {
     Credentials,
     /// Audit: every org's tamper-evident log, checkpoints, proofs and export.
     Audit,
-    /// Scheduling: the database registry (backup targets and the agents serving them).
+    /// Scheduling: databases, schedules, the scheduler, jobs and job tickets.
     Scheduling,
     /// Diagnostics: the event pipeline probe.
     Diag,
@@ -283,7 +286,7 @@ impl Application {
                     .map_err(|e| BootError::Auth(format!("identity provider {issuer}: {e}")))?;
                 providers.push(verifier);
             }
-            let app = Enrollment::new(db.clone(), Arc::new(tokens), pki, publisher)
+            let app = Enrollment::new(db.clone(), Arc::new(tokens), pki, publisher.clone())
                 .with_identity_providers(providers);
             app.publish().await.map_err(BootError::Enrollment)?;
             background.extend(pipeline(
@@ -441,20 +444,66 @@ impl Application {
         }
 
         if let Some(db) = scheduling_db {
+            let kms = kms.clone().ok_or_else(|| {
+                BootError::Missing("the scheduling target needs [kms] configured".to_owned())
+            })?;
+            let tickets = coffer_scheduling::tickets::Tickets::load(
+                &db,
+                kms.as_ref(),
+                config.scheduler.ticket_lifetime,
+            )
+            .await
+            .map_err(|e| BootError::Auth(e.to_string()))?;
+            tickets
+                .publish(&publisher)
+                .await
+                .map_err(|e| BootError::Auth(e.to_string()))?;
+            let wakeups = coffer_scheduling::wakeups::Wakeups::start(js.client(), &config.nats.bus)
+                .await
+                .map_err(|reason| BootError::Nats {
+                    url: config.nats.url.clone(),
+                    reason,
+                })?;
+            let app = coffer_scheduling::Scheduling::new(db.clone()).with_jobs(
+                coffer_scheduling::JobRuntime {
+                    settings: config.scheduler.clone(),
+                    wakeups,
+                    tickets,
+                },
+            );
             background.extend(pipeline(
                 &config,
                 &js,
-                db.clone(),
+                db,
                 coffer_scheduling::SERVICE,
                 coffer_scheduling::consumers::agents_config(&config.nats.bus),
                 coffer_scheduling::consumers::agents_handler(),
             ));
+            let scheduler = app.clone();
+            background.push(Box::new(move |rx| {
+                Box::pin(async move {
+                    tokio::select! {
+                        () = scheduler.run_scheduler() => {}
+                        () = stopped(rx) => {}
+                    }
+                })
+            }));
             health
                 .set_serving::<DatabaseServiceServer<SchedulingGrpc>>()
                 .await;
-            router = router.add_service(DatabaseServiceServer::new(SchedulingGrpc::new(
-                coffer_scheduling::Scheduling::new(db),
-            )));
+            health
+                .set_serving::<ScheduleServiceServer<SchedulingGrpc>>()
+                .await;
+            health.set_serving::<JobServiceServer<SchedulingGrpc>>().await;
+            health
+                .set_serving::<AgentJobServiceServer<SchedulingGrpc>>()
+                .await;
+            let grpc = SchedulingGrpc::new(app);
+            router = router
+                .add_service(DatabaseServiceServer::new(grpc.clone()))
+                .add_service(ScheduleServiceServer::new(grpc.clone()))
+                .add_service(JobServiceServer::new(grpc.clone()))
+                .add_service(AgentJobServiceServer::new(grpc));
         }
 
         if let Some(db) = diag_db {

@@ -48,6 +48,26 @@ const NOT_ORG_ADDRESSED: &[(&str, &str)] = &[
         "/coffer.credentials.v1.ReleaseService/UnwrapFileKey",
         "the agent's own certificate decides the org, and only that org's key unwraps",
     ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/PollJobs",
+        "the agent's own certificate decides the org; it claims only its own jobs",
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/Heartbeat",
+        "the agent's own certificate decides the org; another org's job is NOT_FOUND (jobs.rs)",
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/CompleteJob",
+        "the agent's own certificate decides the org; another org's job is NOT_FOUND (jobs.rs)",
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/FailJob",
+        "the agent's own certificate decides the org; another org's job is NOT_FOUND (jobs.rs)",
+    ),
+    (
+        "/coffer.scheduling.v1.AgentJobService/ConfirmCancelled",
+        "the agent's own certificate decides the org; another org's job is NOT_FOUND (jobs.rs)",
+    ),
 ];
 
 fn coffer_methods() -> Vec<String> {
@@ -165,6 +185,31 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         .unwrap()
         .into_inner()
         .database_id;
+    let schedule_fields = sched::ScheduleFields {
+        name: "nightly".into(),
+        database_id: database.clone(),
+        destination_id: uuid::Uuid::now_v7().to_string(),
+        cron: "0 3 * * *".into(),
+        ..Default::default()
+    };
+    let schedule = sched::schedule_service_client::ScheduleServiceClient::new(a_channel.clone())
+        .create_schedule(sched::CreateScheduleRequest {
+            org_id: a_id.clone(),
+            fields: Some(schedule_fields.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule_id;
+    let job = sched::job_service_client::JobServiceClient::new(a_channel.clone())
+        .run_now(sched::RunNowRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
     let probe = diag::diagnostics_service_client::DiagnosticsServiceClient::new(a_channel)
         .send_probe(diag::SendProbeRequest {
             org_id: a_id.clone(),
@@ -192,6 +237,8 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
     let master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(ch.clone());
     let audit_log = audit::audit_service_client::AuditServiceClient::new(ch.clone());
     let databases = sched::database_service_client::DatabaseServiceClient::new(ch.clone());
+    let schedules = sched::schedule_service_client::ScheduleServiceClient::new(ch.clone());
+    let jobs = sched::job_service_client::JobServiceClient::new(ch.clone());
     let probes = diag::diagnostics_service_client::DiagnosticsServiceClient::new(ch);
     let mut calls: BTreeMap<&str, Call> = BTreeMap::new();
     macro_rules! probe {
@@ -524,6 +571,120 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
             org_id: a_id.clone(),
             database_id: database.clone(),
             reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/CreateSchedule",
+        schedules,
+        create_schedule,
+        sched::CreateScheduleRequest {
+            org_id: a_id.clone(),
+            fields: Some(sched::ScheduleFields {
+                name: "b-was-here".into(),
+                ..schedule_fields.clone()
+            }),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/ChangeSchedule",
+        schedules,
+        change_schedule,
+        sched::ChangeScheduleRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+            fields: Some(schedule_fields.clone()),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/GetSchedule",
+        schedules,
+        get_schedule,
+        sched::GetScheduleRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/ListSchedules",
+        schedules,
+        list_schedules,
+        sched::ListSchedulesRequest {
+            org_id: a_id.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/PauseSchedule",
+        schedules,
+        pause_schedule,
+        sched::PauseScheduleRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/ResumeSchedule",
+        schedules,
+        resume_schedule,
+        sched::ResumeScheduleRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.ScheduleService/DeleteSchedule",
+        schedules,
+        delete_schedule,
+        sched::DeleteScheduleRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+            reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.JobService/RunNow",
+        jobs,
+        run_now,
+        sched::RunNowRequest {
+            org_id: a_id.clone(),
+            schedule_id: schedule.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.JobService/StartRestore",
+        jobs,
+        start_restore,
+        sched::StartRestoreRequest {
+            org_id: a_id.clone(),
+            backup_job_id: job.clone(),
+            database_id: String::new(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.JobService/CancelJob",
+        jobs,
+        cancel_job,
+        sched::CancelJobRequest {
+            org_id: a_id.clone(),
+            job_id: job.clone(),
+            reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.JobService/GetJob",
+        jobs,
+        get_job,
+        sched::GetJobRequest {
+            org_id: a_id.clone(),
+            job_id: job.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.JobService/ListJobs",
+        jobs,
+        list_jobs,
+        sched::ListJobsRequest {
+            org_id: a_id.clone(),
+            ..Default::default()
         }
     );
     probe!(

@@ -33,6 +33,8 @@ pub struct TestApp {
     pub platform_key: String,
     /// The server's certificate (PEM) when it speaks TLS.
     pub tls_ca: Option<String>,
+    /// The configuration it booted with.
+    pub config: Config,
     /// The KMS client the app wraps keys with, and its settings.
     kms: Arc<dyn Kms>,
     kms_config: KmsConfig,
@@ -197,6 +199,27 @@ impl TestApp {
         }
     }
 
+    /// Boots another `coffer serve --target <target>` on the same database, bus and keys (a
+    /// second replica), with `configure` adjusting its config; it stops when the returned
+    /// sender drops.
+    pub async fn replica(
+        &self,
+        target: Target,
+        configure: impl FnOnce(&mut Config),
+    ) -> (SocketAddr, oneshot::Sender<()>) {
+        let mut config = self.config.clone();
+        configure(&mut config);
+        let app = Box::pin(Application::build(config, &[target]))
+            .await
+            .expect("the replica boots");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        (addr, stop)
+    }
+
     /// Publishes `signer` as the job-ticket key, the way scheduling publishes its own.
     pub async fn publish_ticket_key(&self, signer: &coffer_auth::token::Signer) {
         let bucket = coffer_auth::published::bucket(&self.js, &self.keys_bucket)
@@ -254,6 +277,16 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
         audit: coffer_audit::Settings {
             checkpoint_interval: Duration::from_millis(300),
             checkpoint_poll: Duration::from_millis(100),
+            ..Default::default()
+        },
+        // A quick scheduler, short leases and retries, so tests see them within seconds.
+        scheduler: coffer_scheduling::Settings {
+            tick: Duration::from_millis(200),
+            grace: Duration::from_secs(1),
+            lease: Duration::from_secs(3),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(2),
+            poll_max_wait: Duration::from_secs(10),
             ..Default::default()
         },
     }
@@ -349,6 +382,7 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
     let platform_key = created.owner_api_key.secret.expose().to_owned();
     let cert_file = config.grpc.tls.as_ref().map(|tls| tls.cert_file.clone());
     let keys_bucket = config.auth.keys_bucket.clone();
+    let booted_with = config.clone();
     let app = Box::pin(Application::build(config, &[Target::All]))
         .await
         .expect("boot");
@@ -365,6 +399,7 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
         js,
         platform_key,
         tls_ca: cert_file.map(|f| std::fs::read_to_string(f).unwrap()),
+        config: booted_with,
         kms,
         kms_config,
         _kms_dir: kms_dir,

@@ -13,6 +13,7 @@ mod enrollment;
 mod grpc;
 mod helpers;
 mod independent;
+mod jobs;
 mod oidc;
 mod scheduling;
 mod sdk;

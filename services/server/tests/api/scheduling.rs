@@ -34,7 +34,7 @@ pub(crate) async fn enrolled_agent(app: &TestApp, org: &TestOrg) -> String {
 }
 
 /// Waits until scheduling's view of `agent` has `column` set.
-async fn seen_by_scheduling(app: &TestApp, agent: &str, column: &str) {
+pub(crate) async fn seen_by_scheduling(app: &TestApp, agent: &str, column: &str) {
     let su = app.db.superuser().await;
     let id: uuid::Uuid = agent.parse().unwrap();
     let query = format!(
@@ -56,7 +56,7 @@ async fn seen_by_scheduling(app: &TestApp, agent: &str, column: &str) {
     .await;
 }
 
-fn fields(org: OrgId, agent: &str, name: &str) -> pb::DatabaseFields {
+pub(crate) fn fields(org: OrgId, agent: &str, name: &str) -> pb::DatabaseFields {
     pb::DatabaseFields {
         name: name.into(),
         engine: "postgresql".into(),
