@@ -45,8 +45,12 @@ impl From<sqlx::Error> for Error {
 }
 
 fn context(key: uuid::Uuid) -> Result<EncryptionContext, Error> {
-    EncryptionContext::new(OrgId::PLATFORM, Purpose::SigningKey, format!("job-ticket/{key}"))
-        .map_err(|e| Error::Corrupt(format!("cannot build the KMS context: {e}")))
+    EncryptionContext::new(
+        OrgId::PLATFORM,
+        Purpose::SigningKey,
+        format!("job-ticket/{key}"),
+    )
+    .map_err(|e| Error::Corrupt(format!("cannot build the KMS context: {e}")))
 }
 
 /// Signs job tickets with scheduling's newest key.

@@ -17,8 +17,9 @@ use coffer_proto::credentials::v1::{
 };
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use coffer_proto::scheduling::v1::{
-    agent_job_service_server::AgentJobServiceServer, database_service_server::DatabaseServiceServer,
-    job_service_server::JobServiceServer, schedule_service_server::ScheduleServiceServer,
+    agent_job_service_server::AgentJobServiceServer,
+    database_service_server::DatabaseServiceServer, job_service_server::JobServiceServer,
+    schedule_service_server::ScheduleServiceServer,
 };
 use coffer_scheduling::grpc::SchedulingGrpc;
 use tokio::sync::watch;
@@ -494,7 +495,9 @@ impl Application {
             health
                 .set_serving::<ScheduleServiceServer<SchedulingGrpc>>()
                 .await;
-            health.set_serving::<JobServiceServer<SchedulingGrpc>>().await;
+            health
+                .set_serving::<JobServiceServer<SchedulingGrpc>>()
+                .await;
             health
                 .set_serving::<AgentJobServiceServer<SchedulingGrpc>>()
                 .await;

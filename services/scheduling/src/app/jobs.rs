@@ -222,7 +222,9 @@ impl Scheduling {
         };
         let agent = spec.agent_id;
         self.create_job(&mut tx, actor, id, spec, now).await?;
-        let job = store::job(&mut tx, id).await?.expect("written in this transaction");
+        let job = store::job(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
         tx.commit().await?;
         runtime.wakeups.wake(org, agent).await;
         Ok(job)
@@ -250,7 +252,9 @@ impl Scheduling {
         let target_id = database.unwrap_or(source.spec.database_id);
         let target = store::database(&mut tx, target_id)
             .await?
-            .ok_or(Error::Precondition("database_id names no database of this org"))?;
+            .ok_or(Error::Precondition(
+                "database_id names no database of this org",
+            ))?;
         let now = Utc::now();
         let id = uuid::Uuid::now_v7();
         let spec = JobSpec {
@@ -266,7 +270,9 @@ impl Scheduling {
         };
         let agent = spec.agent_id;
         self.create_job(&mut tx, actor, id, spec, now).await?;
-        let job = store::job(&mut tx, id).await?.expect("written in this transaction");
+        let job = store::job(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
         tx.commit().await?;
         runtime.wakeups.wake(org, agent).await;
         Ok(job)
@@ -307,7 +313,9 @@ impl Scheduling {
         id: uuid::Uuid,
     ) -> Result<(JobView, Option<Progress>), Error> {
         let mut tx = self.begin(org).await?;
-        let job = store::job(&mut tx, id).await?.ok_or(Error::NotFound("job"))?;
+        let job = store::job(&mut tx, id)
+            .await?
+            .ok_or(Error::NotFound("job"))?;
         let progress = store::progress(&mut tx, id).await?.map(|(p, _)| p);
         Ok((job, progress))
     }
@@ -365,12 +373,19 @@ impl Scheduling {
             expires_at: now + lease,
         };
         store::start_lease(&mut tx, org, id, agent, lease).await?;
-        let job = store::job(&mut tx, id).await?.expect("claimed in this transaction");
+        let job = store::job(&mut tx, id)
+            .await?
+            .expect("claimed in this transaction");
         let Some(database) = store::database(&mut tx, job.spec.database_id).await? else {
             // Removed since the job was created: the attempt cannot run.
             tx.rollback().await?;
-            self.fail_unrunnable(agent, org, id, "the job's database was removed from the registry")
-                .await?;
+            self.fail_unrunnable(
+                agent,
+                org,
+                id,
+                "the job's database was removed from the registry",
+            )
+            .await?;
             return Ok(None);
         };
         let restore_artifact = match job.spec.restore_of {
@@ -591,7 +606,10 @@ impl Scheduling {
         let grace = Settings::chrono(runtime.settings.grace);
         let mut created = 0;
         for (org, schedule, due_at) in store::due(self.store.db().pool(), now, limit).await? {
-            match self.fire_one(&runtime, org, schedule, due_at, now, grace).await {
+            match self
+                .fire_one(&runtime, org, schedule, due_at, now, grace)
+                .await
+            {
                 Ok(Some(agent)) => {
                     created += 1;
                     runtime.wakeups.wake(org, agent).await;
@@ -636,7 +654,9 @@ impl Scheduling {
             .await?;
         let spec = fired.state.spec.clone().expect("a fired schedule exists");
         let agent = match fired.events.first().map(|e| e.decode::<ScheduleEvent>()) {
-            Some(Ok(ScheduleEvent::ScheduleFired { due_at, skipped, .. })) => {
+            Some(Ok(ScheduleEvent::ScheduleFired {
+                due_at, skipped, ..
+            })) => {
                 let Some(database) = store::database(&mut tx, spec.database_id).await? else {
                     tracing::warn!(%org, schedule_id = %schedule, "the schedule's database was removed; the run fails");
                     tx.commit().await?;
@@ -719,7 +739,8 @@ impl Scheduling {
     /// ended).
     pub async fn wake_ready(&self, after: DateTime<Utc>, upto: DateTime<Utc>) -> Result<(), Error> {
         let runtime = self.runtime()?;
-        for (org, agent) in store::ready_agents(self.store.db().pool(), after, upto, 10_000).await? {
+        for (org, agent) in store::ready_agents(self.store.db().pool(), after, upto, 10_000).await?
+        {
             runtime.wakeups.wake(org, agent).await;
         }
         Ok(())

@@ -6,7 +6,9 @@ use coffer_eventstore::ExecuteError;
 use coffer_types::{Actor, AggregateId, OrgId};
 
 use super::{Error, Scheduling};
-use crate::domain::schedule::{Schedule, ScheduleCommand, ScheduleError, ScheduleFields, ScheduleSpec};
+use crate::domain::schedule::{
+    Schedule, ScheduleCommand, ScheduleError, ScheduleFields, ScheduleSpec,
+};
 use crate::store::{self, ScheduleView};
 
 impl From<ExecuteError<ScheduleError>> for Error {

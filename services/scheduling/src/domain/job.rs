@@ -254,7 +254,9 @@ pub struct Backoff {
 impl Backoff {
     /// The wait after attempt `attempt` (from 1) failed.
     pub fn after(self, attempt: u32) -> Duration {
-        let factor = 1_i32.checked_shl(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let factor = 1_i32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(i32::MAX);
         self.base
             .checked_mul(factor)
             .map_or(self.max, |wait| wait.min(self.max))
@@ -835,7 +837,9 @@ mod tests {
             .unwrap();
         assert_eq!(pending.state().state, JobState::Cancelled);
         assert_eq!(
-            pending.when(JobCommand::CancelJob { reason: String::new() }),
+            pending.when(JobCommand::CancelJob {
+                reason: String::new()
+            }),
             Err(JobError::WrongState("cancelled"))
         );
 

@@ -31,6 +31,9 @@ pub struct Retention {
     pub yearly: u32,
 }
 
+/// The calendar period a backup falls in (year and day, week, month, or 0), in the zone.
+type Period<'a> = dyn Fn(&Backup) -> (i32, u32) + 'a;
+
 /// One successful backup, as retention sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backup {
@@ -51,7 +54,10 @@ impl Retention {
             ("retention.yearly", self.yearly),
         ] {
             if value > MAX_KEEP {
-                return Err(FieldError::new(field, format!("must be at most {MAX_KEEP}")));
+                return Err(FieldError::new(
+                    field,
+                    format!("must be at most {MAX_KEEP}"),
+                ));
             }
         }
         Ok(self)
@@ -82,7 +88,7 @@ impl Retention {
                 .map(|b| b.job_id),
         );
         let local = |b: &Backup| b.taken_at.with_timezone(&zone);
-        let rules: [(u32, &dyn Fn(&Backup) -> (i32, u32)); 4] = [
+        let rules: [(u32, &Period); 4] = [
             (self.daily, &|b| (local(b).year(), local(b).ordinal())),
             (self.weekly, &|b| {
                 let week = local(b).iso_week();

@@ -296,31 +296,29 @@ impl Aggregate for Schedule {
                 if self.paused || self.next_due_at != Some(due_at) || due_at > now {
                     return Err(ScheduleError::NotDue);
                 }
-                Ok(vec![
-                    match spec.timing.fire(schedule, due_at, now, grace) {
-                        Firing::Run {
-                            due_at,
-                            skipped,
-                            next_due_at,
-                        } => ScheduleEvent::ScheduleFired {
-                            due_at,
-                            job_id,
-                            skipped,
-                            next_due_at,
-                        },
-                        Firing::Skip {
-                            first,
-                            last,
-                            count,
-                            next_due_at,
-                        } => ScheduleEvent::ScheduleRunsSkipped {
-                            first_due_at: first,
-                            last_due_at: last,
-                            count,
-                            next_due_at,
-                        },
+                Ok(vec![match spec.timing.fire(schedule, due_at, now, grace) {
+                    Firing::Run {
+                        due_at,
+                        skipped,
+                        next_due_at,
+                    } => ScheduleEvent::ScheduleFired {
+                        due_at,
+                        job_id,
+                        skipped,
+                        next_due_at,
                     },
-                ])
+                    Firing::Skip {
+                        first,
+                        last,
+                        count,
+                        next_due_at,
+                    } => ScheduleEvent::ScheduleRunsSkipped {
+                        first_due_at: first,
+                        last_due_at: last,
+                        count,
+                        next_due_at,
+                    },
+                }])
             }
             ScheduleCommand::DeleteSchedule { reason } => {
                 self.live()?;
@@ -412,7 +410,11 @@ mod tests {
         (replay::<Schedule>(&events), events)
     }
 
-    fn fire(s: &Schedule, due: DateTime<Utc>, now: DateTime<Utc>) -> Result<Vec<ScheduleEvent>, ScheduleError> {
+    fn fire(
+        s: &Schedule,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ScheduleEvent>, ScheduleError> {
         s.decide(ScheduleCommand::FireSchedule {
             schedule: uuid::Uuid::from_u128(5),
             due_at: due,
@@ -458,7 +460,10 @@ mod tests {
         history.extend(state.decide(ScheduleCommand::PauseSchedule).unwrap());
         let paused = replay::<Schedule>(&history);
         assert_eq!(paused.next_due_at, None);
-        assert_eq!(fire(&paused, at(1, 0), at(1, 0)), Err(ScheduleError::NotDue));
+        assert_eq!(
+            fire(&paused, at(1, 0), at(1, 0)),
+            Err(ScheduleError::NotDue)
+        );
         assert_eq!(
             paused.decide(ScheduleCommand::PauseSchedule),
             Err(ScheduleError::Already("paused"))
@@ -469,7 +474,11 @@ mod tests {
                 .unwrap(),
         );
         let resumed = replay::<Schedule>(&history);
-        assert_eq!(resumed.next_due_at, Some(at(6, 0)), "runs due while paused are not owed");
+        assert_eq!(
+            resumed.next_due_at,
+            Some(at(6, 0)),
+            "runs due while paused are not owed"
+        );
     }
 
     #[test]
@@ -517,21 +526,39 @@ mod tests {
             ScheduleError::Invalid(f) => f.field,
             other => panic!("{other:?}"),
         };
-        assert_eq!(field(bad(ScheduleFields { name: " ".into(), ..fields() })), "name");
         assert_eq!(
-            field(bad(ScheduleFields { database_id: "x".into(), ..fields() })),
+            field(bad(ScheduleFields {
+                name: " ".into(),
+                ..fields()
+            })),
+            "name"
+        );
+        assert_eq!(
+            field(bad(ScheduleFields {
+                database_id: "x".into(),
+                ..fields()
+            })),
             "database_id"
         );
         assert_eq!(
-            field(bad(ScheduleFields { cron: "* * *".into(), ..fields() })),
+            field(bad(ScheduleFields {
+                cron: "* * *".into(),
+                ..fields()
+            })),
             "cron"
         );
         assert_eq!(
-            field(bad(ScheduleFields { timezone: "Europe/Atlantis".into(), ..fields() })),
+            field(bad(ScheduleFields {
+                timezone: "Europe/Atlantis".into(),
+                ..fields()
+            })),
             "timezone"
         );
         assert_eq!(
-            field(bad(ScheduleFields { max_attempts: 11, ..fields() })),
+            field(bad(ScheduleFields {
+                max_attempts: 11,
+                ..fields()
+            })),
             "max_attempts"
         );
     }

@@ -87,7 +87,7 @@ fn parse_cron(raw: &str) -> Result<(Cron, String), FieldError> {
         ));
     }
     let fields = expression.split(' ').count();
-    if !expression.starts_with('@') && !(fields == 5 || fields == 6) {
+    if !(expression.starts_with('@') || fields == 5 || fields == 6) {
         return Err(FieldError::new(
             "cron",
             format!(
@@ -325,7 +325,10 @@ mod tests {
         // 02:30 happens twice on 2026-10-25; the run fires once that day.
         let first = t.next_due(utc(2026, 10, 24, 12, 0, 0)).unwrap();
         let second = t.next_due(first).unwrap();
-        assert!(second >= utc(2026, 10, 26, 0, 0, 0), "{first} then {second}");
+        assert!(
+            second >= utc(2026, 10, 26, 0, 0, 0),
+            "{first} then {second}"
+        );
     }
 
     #[test]

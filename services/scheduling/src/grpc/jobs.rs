@@ -97,8 +97,7 @@ fn artifact_from_pb(a: Option<pb::Artifact>) -> Result<Option<Artifact>, Status>
             size_bytes: a.size_bytes,
             sha256: text(&a.sha256, "artifact.sha256")?.to_owned(),
             recipient: text(&a.recipient, "artifact.recipient")?.to_owned(),
-            age_header_sha256: text(&a.age_header_sha256, "artifact.age_header_sha256")?
-                .to_owned(),
+            age_header_sha256: text(&a.age_header_sha256, "artifact.age_header_sha256")?.to_owned(),
         })
     })
     .transpose()
@@ -143,7 +142,10 @@ impl pb::job_service_server::JobService for SchedulingGrpc {
             Some(id(&r.database_id, "database_id")?)
         };
         let actor = authorize(&request, org)?.actor();
-        let job = self.app.start_restore(&actor, org, backup, database).await?;
+        let job = self
+            .app
+            .start_restore(&actor, org, backup, database)
+            .await?;
         Ok(Response::new(job_to_pb(job, None)))
     }
 
@@ -199,7 +201,9 @@ impl pb::job_service_server::JobService for SchedulingGrpc {
         authorize(&request, org)?;
         let jobs = self.app.list_jobs(org, filter).await?;
         let next_page_token = if jobs.len() == limit as usize {
-            jobs.last().map(|j| j.job_id.to_string()).unwrap_or_default()
+            jobs.last()
+                .map(|j| j.job_id.to_string())
+                .unwrap_or_default()
         } else {
             String::new()
         };

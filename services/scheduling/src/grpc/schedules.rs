@@ -119,7 +119,9 @@ impl pb::schedule_service_server::ScheduleService for SchedulingGrpc {
     ) -> Result<Response<pb::Schedule>, Status> {
         let r = request.get_ref();
         let (org, schedule, _) = target(&request, &r.org_id, &r.schedule_id)?;
-        Ok(Response::new(self.app.get_schedule(org, schedule).await?.into()))
+        Ok(Response::new(
+            self.app.get_schedule(org, schedule).await?.into(),
+        ))
     }
 
     async fn list_schedules(

@@ -90,14 +90,12 @@ impl Projection for Jobs {
                 fencing_token,
                 ..
             } => {
-                sqlx::query(
-                    "UPDATE jobs SET attempt = $2, fencing_token = $3 WHERE job_id = $1",
-                )
-                .bind(id)
-                .bind(int(attempt))
-                .bind(i64::try_from(fencing_token).unwrap_or(i64::MAX))
-                .execute(&mut *conn)
-                .await?;
+                sqlx::query("UPDATE jobs SET attempt = $2, fencing_token = $3 WHERE job_id = $1")
+                    .bind(id)
+                    .bind(int(attempt))
+                    .bind(i64::try_from(fencing_token).unwrap_or(i64::MAX))
+                    .execute(&mut *conn)
+                    .await?;
                 set_state(conn, event, JobState::Claimed, None).await?;
             }
             JobEvent::JobStarted { .. } => set_state(conn, event, JobState::Running, None).await?,

@@ -279,12 +279,13 @@ pub(crate) async fn due(
     now: DateTime<Utc>,
     limit: i32,
 ) -> Result<Vec<(OrgId, uuid::Uuid, DateTime<Utc>)>, sqlx::Error> {
-    let rows: Vec<(uuid::Uuid, uuid::Uuid, DateTime<Utc>)> =
-        sqlx::query_as("SELECT org_id, schedule_id, next_due_at FROM scheduling_due_schedules($1, $2)")
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT org_id, schedule_id, next_due_at FROM scheduling_due_schedules($1, $2)",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(org, id, due)| (OrgId::from(org), id, due))

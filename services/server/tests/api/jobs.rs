@@ -156,7 +156,10 @@ async fn a_due_run_reaches_a_long_polling_agent_within_a_second_with_a_ticket_fo
     let app = spawn_tls_app().await;
     let mut acme = setup(&app, "Acme").await;
     // Every 5 seconds; the agent is already waiting when the run falls due.
-    let schedule = acme.create(acme.fields("often", "*/5 * * * * *")).await.unwrap();
+    let schedule = acme
+        .create(acme.fields("often", "*/5 * * * * *"))
+        .await
+        .unwrap();
     let waiting = Instant::now();
     let claimed = acme.poll(10).await.expect("a job within the poll");
     let received = chrono::Utc::now();
@@ -169,14 +172,20 @@ async fn a_due_run_reaches_a_long_polling_agent_within_a_second_with_a_ticket_fo
     );
     assert!(waiting.elapsed() <= Duration::from_secs(6));
     assert_eq!(job.schedule_id, schedule.schedule_id);
-    assert_eq!((job.kind.as_str(), job.trigger.as_str()), ("backup", "schedule"));
+    assert_eq!(
+        (job.kind.as_str(), job.trigger.as_str()),
+        ("backup", "schedule")
+    );
     assert_eq!((job.state.as_str(), job.attempt), ("claimed", 1));
     assert_eq!(claimed.fencing_token, 1);
     assert_eq!(
         claimed.database.as_ref().unwrap().password_vault_ref,
         acme.database.password_vault_ref
     );
-    assert!(!format!("{claimed:?}").contains(&claimed.ticket), "the ticket never prints");
+    assert!(
+        !format!("{claimed:?}").contains(&claimed.ticket),
+        "the ticket never prints"
+    );
 
     // The ticket verifies against the published key and names exactly this attempt.
     let ticket = ticket_verifier(&app)
@@ -187,8 +196,14 @@ async fn a_due_run_reaches_a_long_polling_agent_within_a_second_with_a_ticket_fo
     assert_eq!(ticket.attempt, 1);
     assert_eq!(ticket.agent_id.to_string(), acme.agent_id);
     assert_eq!(ticket.org_id, acme.org.org);
-    assert_eq!(ticket.vault_refs, vec![acme.database.password_vault_ref.clone()]);
-    assert!(ticket.file_key_headers.is_empty(), "a backup's ticket opens no backup");
+    assert_eq!(
+        ticket.vault_refs,
+        vec![acme.database.password_vault_ref.clone()]
+    );
+    assert!(
+        ticket.file_key_headers.is_empty(),
+        "a backup's ticket opens no backup"
+    );
     assert!(ticket.exp - ticket.iat <= 300);
 }
 
@@ -196,7 +211,10 @@ async fn a_due_run_reaches_a_long_polling_agent_within_a_second_with_a_ticket_fo
 async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fencing_token() {
     let app = spawn_tls_app().await;
     let mut acme = setup(&app, "Acme").await;
-    let schedule = acme.create(acme.fields("manual", "0 3 * * *")).await.unwrap();
+    let schedule = acme
+        .create(acme.fields("manual", "0 3 * * *"))
+        .await
+        .unwrap();
     let job = acme
         .jobs
         .run_now(pb::RunNowRequest {
@@ -206,7 +224,10 @@ async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fenci
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((job.state.as_str(), job.trigger.as_str()), ("pending", "manual"));
+    assert_eq!(
+        (job.state.as_str(), job.trigger.as_str()),
+        ("pending", "manual")
+    );
     let claimed = acme.poll(5).await.unwrap();
     let id = claimed.job.as_ref().unwrap().job_id.clone();
     assert_eq!(id, job.job_id);
@@ -242,7 +263,11 @@ async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fenci
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::InvalidArgument);
-    assert!(missing.message().starts_with("artifact "), "{}", missing.message());
+    assert!(
+        missing.message().starts_with("artifact "),
+        "{}",
+        missing.message()
+    );
     let stale = acme
         .agent
         .complete_job(pb::CompleteJobRequest {
@@ -253,7 +278,11 @@ async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fenci
         .await
         .unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
-    assert!(stale.message().contains("fencing_token"), "{}", stale.message());
+    assert!(
+        stale.message().contains("fencing_token"),
+        "{}",
+        stale.message()
+    );
     let bad_digest = acme
         .agent
         .complete_job(pb::CompleteJobRequest {
@@ -389,7 +418,10 @@ async fn a_failed_attempt_retries_after_its_backoff_until_the_attempts_are_spent
     );
     let second = acme.poll(10).await.expect("the retry");
     assert_eq!(second.job.as_ref().unwrap().attempt, 2);
-    assert!(chrono::Utc::now() >= retry_at, "not before its backoff ended");
+    assert!(
+        chrono::Utc::now() >= retry_at,
+        "not before its backoff ended"
+    );
     let done = acme
         .agent
         .fail_job(pb::FailJobRequest {
@@ -407,7 +439,10 @@ async fn a_failed_attempt_retries_after_its_backoff_until_the_attempts_are_spent
 async fn cancel_stops_a_pending_job_at_once_and_a_held_one_through_its_agent() {
     let app = spawn_tls_app().await;
     let mut acme = setup(&app, "Acme").await;
-    let schedule = acme.create(acme.fields("cancel", "0 3 * * *")).await.unwrap();
+    let schedule = acme
+        .create(acme.fields("cancel", "0 3 * * *"))
+        .await
+        .unwrap();
     let run_now = |acme: &mut Setup| {
         let mut jobs = acme.jobs.clone();
         let request = pb::RunNowRequest {
@@ -426,16 +461,28 @@ async fn cancel_stops_a_pending_job_at_once_and_a_held_one_through_its_agent() {
         async move { jobs.cancel_job(request).await }
     };
     let pending = run_now(&mut acme).await;
-    let cancelled = cancel(&mut acme, pending.job_id.clone()).await.unwrap().into_inner();
+    let cancelled = cancel(&mut acme, pending.job_id.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(cancelled.state, "cancelled");
-    assert!(acme.poll(1).await.is_none(), "a cancelled job is never handed out");
+    assert!(
+        acme.poll(1).await.is_none(),
+        "a cancelled job is never handed out"
+    );
     let again = cancel(&mut acme, pending.job_id.clone()).await.unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 
     let held = run_now(&mut acme).await;
     let claimed = acme.poll(5).await.unwrap();
-    let asked = cancel(&mut acme, held.job_id.clone()).await.unwrap().into_inner();
-    assert_eq!((asked.state.as_str(), asked.cancel_requested), ("claimed", true));
+    let asked = cancel(&mut acme, held.job_id.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (asked.state.as_str(), asked.cancel_requested),
+        ("claimed", true)
+    );
     let beat = acme
         .agent
         .heartbeat(pb::HeartbeatRequest {
@@ -446,7 +493,10 @@ async fn cancel_stops_a_pending_job_at_once_and_a_held_one_through_its_agent() {
         .await
         .unwrap()
         .into_inner();
-    assert!(beat.cancel_requested, "the agent learns it at its heartbeat");
+    assert!(
+        beat.cancel_requested,
+        "the agent learns it at its heartbeat"
+    );
     let stopped = acme
         .agent
         .confirm_cancelled(pb::ConfirmCancelledRequest {
@@ -456,7 +506,10 @@ async fn cancel_stops_a_pending_job_at_once_and_a_held_one_through_its_agent() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((stopped.state.as_str(), stopped.reason.as_str()), ("cancelled", "wrong database"));
+    assert_eq!(
+        (stopped.state.as_str(), stopped.reason.as_str()),
+        ("cancelled", "wrong database")
+    );
 }
 
 #[tokio::test]
@@ -465,7 +518,10 @@ async fn two_schedulers_fire_every_due_run_exactly_once() {
     // A second `coffer serve --target scheduling` on the same database and bus.
     let (_addr, _replica) = app.replica(Target::Scheduling, |_| {}).await;
     let mut acme = setup(&app, "Acme").await;
-    let schedule = acme.create(acme.fields("every-second", "* * * * * *")).await.unwrap();
+    let schedule = acme
+        .create(acme.fields("every-second", "* * * * * *"))
+        .await
+        .unwrap();
     let id = schedule.schedule_id.clone();
     coffer_testkit::eventually("eight runs fired", Duration::from_secs(20), || {
         let mut acme_jobs = acme.jobs.clone();
@@ -476,7 +532,13 @@ async fn two_schedulers_fire_every_due_run_exactly_once() {
             ..Default::default()
         };
         async move {
-            let n = acme_jobs.list_jobs(request).await.unwrap().into_inner().jobs.len();
+            let n = acme_jobs
+                .list_jobs(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .jobs
+                .len();
             (n >= 8).then_some(())
         }
     })
@@ -567,12 +629,16 @@ async fn after_downtime_run_once_fires_one_job_for_the_missed_runs_and_skip_fire
     };
     use prost::Message as _;
     let skipped = coffer_proto::events::v1::ScheduleRunsSkipped::decode(
-        first_event(&skip.schedule_id, "ScheduleRunsSkipped").await.as_slice(),
+        first_event(&skip.schedule_id, "ScheduleRunsSkipped")
+            .await
+            .as_slice(),
     )
     .unwrap();
     assert_eq!(skipped.count, 3, "{skipped:?}");
     let fired = coffer_proto::events::v1::ScheduleFired::decode(
-        first_event(&run_once.schedule_id, "ScheduleFired").await.as_slice(),
+        first_event(&run_once.schedule_id, "ScheduleFired")
+            .await
+            .as_slice(),
     )
     .unwrap();
     assert_eq!(fired.skipped, 2, "{fired:?}");

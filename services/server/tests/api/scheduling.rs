@@ -506,17 +506,107 @@ async fn rebuilding_the_scheduling_projections_yields_identical_tables() {
         .await
         .unwrap();
 
+    // Schedules (with jitter, changed, paused, deleted) and jobs (run now, cancelled).
+    let mut schedules =
+        coffer_proto::scheduling::v1::schedule_service_client::ScheduleServiceClient::new(
+            app.authed(&acme.owner_key).await,
+        );
+    let mut jobs = coffer_proto::scheduling::v1::job_service_client::JobServiceClient::new(
+        app.authed(&acme.owner_key).await,
+    );
+    let schedule_fields = |name: &str| pb::ScheduleFields {
+        name: name.into(),
+        database_id: a.database_id.clone(),
+        destination_id: uuid::Uuid::now_v7().to_string(),
+        cron: "15 3 * * *".into(),
+        timezone: "Asia/Tokyo".into(),
+        jitter_seconds: 900,
+        retention: Some(pb::Retention {
+            keep_last: 2,
+            daily: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut created = Vec::new();
+    for name in ["nightly", "weekly", "gone"] {
+        created.push(
+            schedules
+                .create_schedule(pb::CreateScheduleRequest {
+                    org_id: acme.org.to_string(),
+                    fields: Some(schedule_fields(name)),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .schedule_id,
+        );
+    }
+    schedules
+        .change_schedule(pb::ChangeScheduleRequest {
+            org_id: acme.org.to_string(),
+            schedule_id: created[0].clone(),
+            fields: Some(pb::ScheduleFields {
+                cron: "0 0 2 * * *".into(),
+                ..schedule_fields("nightly")
+            }),
+        })
+        .await
+        .unwrap();
+    schedules
+        .pause_schedule(pb::PauseScheduleRequest {
+            org_id: acme.org.to_string(),
+            schedule_id: created[1].clone(),
+        })
+        .await
+        .unwrap();
+    schedules
+        .delete_schedule(pb::DeleteScheduleRequest {
+            org_id: acme.org.to_string(),
+            schedule_id: created[2].clone(),
+            reason: "unused".into(),
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let job = jobs
+            .run_now(pb::RunNowRequest {
+                org_id: acme.org.to_string(),
+                schedule_id: created[0].clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        jobs.cancel_job(pb::CancelJobRequest {
+            org_id: acme.org.to_string(),
+            job_id: job.job_id,
+            reason: "test".into(),
+        })
+        .await
+        .unwrap();
+    }
+
     let su = app.db.superuser().await;
     let dump = || async {
-        sqlx::query_scalar::<_, serde_json::Value>(
-            "SELECT to_jsonb(t) FROM coffer_scheduling.databases t ORDER BY 1::text",
-        )
-        .fetch_all(&su)
-        .await
-        .unwrap()
+        let mut rows = Vec::new();
+        for table in ["databases", "schedules", "jobs"] {
+            rows.extend(
+                sqlx::query_scalar::<_, serde_json::Value>(&format!(
+                    "SELECT to_jsonb(t) FROM coffer_scheduling.{table} t ORDER BY 1::text"
+                ))
+                .fetch_all(&su)
+                .await
+                .unwrap(),
+            );
+        }
+        rows
     };
     let before = dump().await;
-    assert_eq!(before.len(), 3);
+    assert_eq!(before.len(), 3 + 2 + 2);
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM coffer_scheduling.events")
+        .fetch_one(&su)
+        .await
+        .unwrap();
     let replayed = coffer_eventstore::rebuild(
         &mut app.db.owner().await,
         coffer_scheduling::SERVICE,
@@ -524,7 +614,7 @@ async fn rebuilding_the_scheduling_projections_yields_identical_tables() {
     )
     .await
     .unwrap();
-    assert_eq!(replayed, 6);
+    assert_eq!(replayed as i64, events);
     assert_eq!(dump().await, before);
 }
 
