@@ -10,17 +10,23 @@ use coffer_auth::ticket::JobTicket;
 use coffer_db::TenantTx;
 use coffer_eventstore::ExecuteError;
 use coffer_types::{Actor, ActorKind, AgentId, AggregateId, OrgId};
+use futures::StreamExt as _;
 use secrecy::SecretString;
 
 use super::{Error, Scheduling};
 use crate::domain::database::DatabaseSpec;
 use crate::domain::job::{
-    Artifact, Backoff, Job, JobCommand, JobError, JobKind, JobSpec, JobState, Trigger,
+    Artifact, Backoff, Fired, Job, JobCommand, JobError, JobKind, JobSpec, JobState, Trigger,
+    scheduled_job_id,
 };
-use crate::domain::schedule::{Schedule, ScheduleCommand, ScheduleEvent};
+use crate::domain::schedule::{Schedule, ScheduleCommand};
+use crate::domain::timing::Firing;
 use crate::store::{self, JobFilter, JobView, Lease, Progress};
 use crate::tickets::Tickets;
 use crate::wakeups::Wakeups;
+
+/// Schedules one scheduler fires at once, each in its own transaction.
+const FIRE_CONCURRENCY: usize = 8;
 
 /// `[scheduler]`: timing of the scheduler, leases, retries and polls.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -183,7 +189,11 @@ impl Scheduling {
         spec: JobSpec,
         not_before: DateTime<Utc>,
     ) -> Result<(), Error> {
-        let command = JobCommand::CreateJob { spec, not_before };
+        let command = JobCommand::CreateJob {
+            spec,
+            not_before,
+            fired: None,
+        };
         self.store
             .execute_in::<Job>(tx, AggregateId::from(id), actor, command)
             .await?;
@@ -599,36 +609,52 @@ impl Scheduling {
         self.report(agent, org, id, command).await
     }
 
-    /// Fires every schedule due at `now` (each in its org's transaction, skipping schedules
-    /// another scheduler is firing) and returns how many jobs it created.
+    /// Fires every schedule due at `now` (each in its org's transaction, a few at a time,
+    /// skipping schedules another scheduler is firing) and returns how many jobs it created.
+    /// Due schedules are listed `limit` at a time until none is left (at most 100 pages per
+    /// call, so a schedule that keeps failing cannot hold the tick).
     pub async fn fire_due(&self, now: DateTime<Utc>, limit: i32) -> Result<usize, Error> {
         let runtime = self.runtime()?.clone();
         let grace = Settings::chrono(runtime.settings.grace);
         let mut created = 0;
-        for (org, schedule, due_at) in store::due(self.store.db().pool(), now, limit).await? {
-            match self
-                .fire_one(&runtime, org, schedule, due_at, now, grace)
-                .await
-            {
-                Ok(Some(agent)) => {
-                    created += 1;
-                    runtime.wakeups.wake(org, agent).await;
+        for _ in 0..100 {
+            let due = store::due(self.store.db().pool(), now, limit).await?;
+            let listed = due.len();
+            let fired: Vec<_> = futures::stream::iter(due)
+                .map(|(org, schedule, due_at)| async move {
+                    let fired = self.fire_one(org, schedule, due_at, now, grace).await;
+                    (org, schedule, fired)
+                })
+                .buffer_unordered(FIRE_CONCURRENCY)
+                .collect()
+                .await;
+            for (org, schedule, fired) in fired {
+                match fired {
+                    Ok(Some(agent)) => {
+                        created += 1;
+                        runtime.wakeups.wake(org, agent).await;
+                    }
+                    Ok(None) => {}
+                    // Another scheduler created the same job first: exactly one wins.
+                    Err(Error::Store(coffer_eventstore::Error::Conflict { .. }))
+                    | Err(Error::AlreadyExists(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, %org, schedule_id = %schedule, "cannot fire a schedule");
+                    }
                 }
-                Ok(None) => {}
-                // Another scheduler fired it first: exactly one wins.
-                Err(Error::Store(coffer_eventstore::Error::Conflict { .. }))
-                | Err(Error::Precondition(_)) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, %org, schedule_id = %schedule, "cannot fire a schedule");
-                }
+            }
+            if listed < usize::try_from(limit).unwrap_or(0) {
+                break;
             }
         }
         Ok(created)
     }
 
+    /// Fires one due schedule: its run becomes a job whose id is derived from (schedule, due
+    /// time), or, after downtime under the skip policy, the missed runs are recorded as skipped.
+    /// Returns the agent to wake.
     async fn fire_one(
         &self,
-        runtime: &JobRuntime,
         org: OrgId,
         schedule: uuid::Uuid,
         due_at: DateTime<Utc>,
@@ -636,54 +662,74 @@ impl Scheduling {
         grace: Duration,
     ) -> Result<Option<AgentId>, Error> {
         let mut tx = self.begin(org).await?;
+        // Another scheduler firing it holds the row: leave it to that one.
         if !store::lock_due(&mut tx, schedule, now).await? {
             return Ok(None);
         }
-        let job_id = uuid::Uuid::now_v7();
-        let actor = scheduler_actor();
-        let command = ScheduleCommand::FireSchedule {
-            schedule,
-            due_at,
-            job_id,
-            now,
-            grace,
+        let Some(view) = store::schedule(&mut tx, schedule).await? else {
+            return Ok(None);
         };
-        let fired = self
-            .store
-            .execute_in::<Schedule>(&mut tx, AggregateId::from(schedule), &actor, command)
-            .await?;
-        let spec = fired.state.spec.clone().expect("a fired schedule exists");
-        let agent = match fired.events.first().map(|e| e.decode::<ScheduleEvent>()) {
-            Some(Ok(ScheduleEvent::ScheduleFired {
-                due_at, skipped, ..
-            })) => {
-                let Some(database) = store::database(&mut tx, spec.database_id).await? else {
-                    tracing::warn!(%org, schedule_id = %schedule, "the schedule's database was removed; the run fails");
-                    tx.commit().await?;
+        // Fired meanwhile (the listing was read before that commit): nothing is due now.
+        if view.next_due_at != Some(due_at) || view.paused {
+            return Ok(None);
+        }
+        let actor = scheduler_actor();
+        let agent = match view.spec.timing.fire(schedule, due_at, now, grace) {
+            Firing::Run {
+                due_at,
+                skipped,
+                next_due_at,
+            } => {
+                let Some(database) = store::database(&mut tx, view.spec.database_id).await? else {
+                    tracing::warn!(%org, schedule_id = %schedule, "the schedule's database was removed: its runs cannot start");
                     return Ok(None);
                 };
                 let agent = database.spec.agent_id;
-                let job = JobSpec {
+                let job_id = scheduled_job_id(schedule, due_at);
+                let spec = JobSpec {
                     kind: JobKind::Backup,
                     trigger: Trigger::Schedule,
                     schedule_id: Some(schedule),
-                    database_id: spec.database_id,
-                    destination_id: spec.destination_id,
+                    database_id: view.spec.database_id,
+                    destination_id: view.spec.destination_id,
                     agent_id: agent,
                     restore_of: None,
                     due_at,
-                    max_attempts: spec.max_attempts,
+                    max_attempts: view.spec.max_attempts,
                 };
-                self.create_job(&mut tx, &actor, job_id, job, now).await?;
+                let command = JobCommand::CreateJob {
+                    spec,
+                    not_before: now,
+                    fired: Some(Fired {
+                        skipped,
+                        next_due_at,
+                    }),
+                };
+                self.store
+                    .execute_in::<Job>(&mut tx, AggregateId::from(job_id), &actor, command)
+                    .await?;
                 tracing::info!(%org, schedule_id = %schedule, %job_id, %due_at, skipped, "schedule fired");
                 Some(agent)
             }
-            _ => {
-                tracing::info!(%org, schedule_id = %schedule, "missed runs skipped as the schedule's policy says");
+            Firing::Skip {
+                first,
+                last,
+                count,
+                next_due_at,
+            } => {
+                let command = ScheduleCommand::SkipRuns {
+                    first_due_at: first,
+                    last_due_at: last,
+                    count,
+                    next_due_at,
+                };
+                self.store
+                    .execute_in::<Schedule>(&mut tx, AggregateId::from(schedule), &actor, command)
+                    .await?;
+                tracing::info!(%org, schedule_id = %schedule, count, "missed runs skipped as the schedule's policy says");
                 None
             }
         };
-        let _ = runtime;
         tx.commit().await?;
         Ok(agent)
     }

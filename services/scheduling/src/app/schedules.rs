@@ -26,8 +26,8 @@ impl From<ExecuteError<ScheduleError>> for Error {
                     "schedule is already running"
                 })
             }
-            ExecuteError::Rejected(ScheduleError::NotDue) => {
-                Error::Precondition("schedule is not due at that time")
+            ExecuteError::Rejected(ScheduleError::Paused) => {
+                Error::Precondition("schedule is paused")
             }
             ExecuteError::Store(s) => Error::Store(s),
         }

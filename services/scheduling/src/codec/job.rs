@@ -7,7 +7,7 @@ use prost::Message;
 
 use super::bad;
 use super::schedule::{required_time, time_from_pb, time_to_pb};
-use crate::domain::job::{Artifact, JobEvent, JobKind, JobSpec, Trigger};
+use crate::domain::job::{Artifact, Fired, JobEvent, JobKind, JobSpec, Trigger};
 
 fn optional_id(id: Option<uuid::Uuid>) -> String {
     id.map(|id| id.to_string()).unwrap_or_default()
@@ -103,9 +103,17 @@ impl DomainEvent for JobEvent {
 
     fn encode(&self) -> Vec<u8> {
         match self {
-            JobEvent::JobCreated { spec, not_before } => pb::JobCreated {
+            JobEvent::JobCreated {
+                spec,
+                not_before,
+                fired,
+            } => pb::JobCreated {
                 spec: Some(spec_to_pb(spec)),
                 not_before: Some(to_timestamp(*not_before)),
+                fired: fired.map(|f| pb::Fired {
+                    skipped: f.skipped,
+                    next_due_at: time_to_pb(f.next_due_at),
+                }),
             }
             .encode_to_vec(),
             JobEvent::JobClaimed {
@@ -172,6 +180,15 @@ impl DomainEvent for JobEvent {
                 JobEvent::JobCreated {
                     spec: spec_from_pb(t, m.spec)?,
                     not_before: required_time(t, "not_before", m.not_before)?,
+                    fired: m
+                        .fired
+                        .map(|f| {
+                            Ok::<_, DecodeError>(Fired {
+                                skipped: f.skipped,
+                                next_due_at: time_from_pb(t, "fired.next_due_at", f.next_due_at)?,
+                            })
+                        })
+                        .transpose()?,
                 }
             }
             "JobClaimed" => {
@@ -256,8 +273,17 @@ mod tests {
         };
         for event in [
             JobEvent::JobCreated {
+                spec: spec.clone(),
+                not_before: at(1),
+                fired: None,
+            },
+            JobEvent::JobCreated {
                 spec,
                 not_before: at(1),
+                fired: Some(Fired {
+                    skipped: 3,
+                    next_due_at: Some(at(50)),
+                }),
             },
             JobEvent::JobClaimed {
                 attempt: 1,

@@ -89,7 +89,6 @@ impl DomainEvent for ScheduleEvent {
             ScheduleEvent::ScheduleChanged { .. } => "ScheduleChanged",
             ScheduleEvent::SchedulePaused => "SchedulePaused",
             ScheduleEvent::ScheduleResumed { .. } => "ScheduleResumed",
-            ScheduleEvent::ScheduleFired { .. } => "ScheduleFired",
             ScheduleEvent::ScheduleRunsSkipped { .. } => "ScheduleRunsSkipped",
             ScheduleEvent::ScheduleDeleted { .. } => "ScheduleDeleted",
         }
@@ -114,18 +113,6 @@ impl DomainEvent for ScheduleEvent {
             .encode_to_vec(),
             ScheduleEvent::SchedulePaused => pb::SchedulePaused {}.encode_to_vec(),
             ScheduleEvent::ScheduleResumed { next_due_at } => pb::ScheduleResumed {
-                next_due_at: time_to_pb(*next_due_at),
-            }
-            .encode_to_vec(),
-            ScheduleEvent::ScheduleFired {
-                due_at,
-                job_id,
-                skipped,
-                next_due_at,
-            } => pb::ScheduleFired {
-                due_at: Some(to_timestamp(*due_at)),
-                job_id: job_id.to_string(),
-                skipped: *skipped,
                 next_due_at: time_to_pb(*next_due_at),
             }
             .encode_to_vec(),
@@ -154,7 +141,6 @@ impl DomainEvent for ScheduleEvent {
             "ScheduleChanged",
             "SchedulePaused",
             "ScheduleResumed",
-            "ScheduleFired",
             "ScheduleRunsSkipped",
             "ScheduleDeleted",
         ];
@@ -188,15 +174,6 @@ impl DomainEvent for ScheduleEvent {
             "ScheduleResumed" => {
                 let m = pb::ScheduleResumed::decode(payload).map_err(|e| bad(t, e))?;
                 ScheduleEvent::ScheduleResumed {
-                    next_due_at: time_from_pb(t, "next_due_at", m.next_due_at)?,
-                }
-            }
-            "ScheduleFired" => {
-                let m = pb::ScheduleFired::decode(payload).map_err(|e| bad(t, e))?;
-                ScheduleEvent::ScheduleFired {
-                    due_at: required_time(t, "due_at", m.due_at)?,
-                    job_id: m.job_id.parse().map_err(|e| bad(t, e))?,
-                    skipped: m.skipped,
                     next_due_at: time_from_pb(t, "next_due_at", m.next_due_at)?,
                 }
             }
@@ -261,12 +238,6 @@ mod tests {
             ScheduleEvent::ScheduleResumed {
                 next_due_at: Some(at(2)),
             },
-            ScheduleEvent::ScheduleFired {
-                due_at: at(2),
-                job_id: uuid::Uuid::from_u128(9),
-                skipped: 3,
-                next_due_at: Some(at(3)),
-            },
             ScheduleEvent::ScheduleRunsSkipped {
                 first_due_at: at(1),
                 last_due_at: at(3),
@@ -281,7 +252,7 @@ mod tests {
             assert_eq!(back, event);
         }
         assert!(matches!(
-            ScheduleEvent::decode("ScheduleFired", 1, &[]),
+            ScheduleEvent::decode("ScheduleRunsSkipped", 1, &[]),
             Err(DecodeError::Malformed { .. })
         ));
         let mut bad_cron = spec_to_pb(&spec());

@@ -242,6 +242,32 @@ pub struct JobSpec {
     pub max_attempts: u32,
 }
 
+/// What a job made by its schedule firing records for the schedule: the due times it stands
+/// for, and the schedule's next due time after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    /// Earlier due times, missed while no scheduler ran, folded into this run.
+    pub skipped: u32,
+    /// The schedule's next due time.
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
+/// The id of the job a schedule's run due at `due_at` becomes: a UUIDv7 whose timestamp is the
+/// due time and whose other bits come from SHA-256(schedule, due time). Every scheduler derives
+/// the same id for the same run, so however many fire it, the event store keeps one creation
+/// (the second append of version 1 conflicts).
+pub fn scheduled_job_id(schedule: uuid::Uuid, due_at: DateTime<Utc>) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"coffer-scheduled-job")
+        .chain_update(schedule.as_bytes())
+        .chain_update(due_at.timestamp_micros().to_be_bytes())
+        .finalize();
+    let random: [u8; 10] = digest[..10].try_into().expect("10 of 32 bytes");
+    let millis = u64::try_from(due_at.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
 /// How long a failed attempt waits before the next: `base · 2^(attempt-1)`, at most `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -293,6 +319,8 @@ pub enum JobCommand {
         spec: JobSpec,
         /// Claimable from.
         not_before: DateTime<Utc>,
+        /// For a run its schedule fired: what the firing records.
+        fired: Option<Fired>,
     },
     /// Hand it to `agent` for `lease`.
     ClaimJob {
@@ -354,6 +382,9 @@ pub enum JobEvent {
         spec: JobSpec,
         /// Claimable from.
         not_before: DateTime<Utc>,
+        /// For a run its schedule fired: the runs it stands for and the schedule's next due
+        /// time.
+        fired: Option<Fired>,
     },
     /// Handed to its agent.
     JobClaimed {
@@ -441,14 +472,22 @@ impl Aggregate for Job {
 
     fn decide(&self, command: JobCommand) -> Result<Vec<JobEvent>, JobError> {
         match command {
-            JobCommand::CreateJob { spec, not_before } => {
+            JobCommand::CreateJob {
+                spec,
+                not_before,
+                fired,
+            } => {
                 if self.spec.is_some() {
                     return Err(JobError::AlreadyExists);
                 }
                 if spec.max_attempts == 0 {
                     return Err(FieldError::new("max_attempts", "must be at least 1").into());
                 }
-                Ok(vec![JobEvent::JobCreated { spec, not_before }])
+                Ok(vec![JobEvent::JobCreated {
+                    spec,
+                    not_before,
+                    fired,
+                }])
             }
             JobCommand::ClaimJob { agent, now, lease } => {
                 let spec = self.spec.as_ref().ok_or(JobError::NotFound)?;
@@ -567,7 +606,9 @@ impl Aggregate for Job {
 
     fn evolve(mut self, event: &JobEvent) -> Self {
         match event {
-            JobEvent::JobCreated { spec, not_before } => {
+            JobEvent::JobCreated {
+                spec, not_before, ..
+            } => {
                 self.spec = Some(spec.clone());
                 self.state = JobState::Pending;
                 self.attempt = 1;
@@ -685,6 +726,7 @@ mod tests {
             Given(vec![JobEvent::JobCreated {
                 spec: spec(kind, max_attempts),
                 not_before: t(0),
+                fired: None,
             }])
         }
         fn state(&self) -> Job {
@@ -875,6 +917,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(job.state().state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_scheduled_runs_id_is_the_same_on_every_scheduler_and_differs_by_run() {
+        let schedule = uuid::Uuid::from_u128(1);
+        let id = scheduled_job_id(schedule, t(0));
+        assert_eq!(id, scheduled_job_id(schedule, t(0)));
+        assert_eq!(id.get_version_num(), 7);
+        assert_ne!(id, scheduled_job_id(schedule, t(1)));
+        assert_ne!(id, scheduled_job_id(uuid::Uuid::from_u128(2), t(0)));
+        assert!(
+            scheduled_job_id(schedule, t(60)) > id,
+            "ordered by due time"
+        );
     }
 
     #[test]

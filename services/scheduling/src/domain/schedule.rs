@@ -3,16 +3,20 @@
 //!
 //! Everything that depends on the clock is decided from the `now` a command carries and
 //! recorded in the event (the next due time above all), so replaying the events gives the same
-//! state on every replica and a rebuilt read model equals the original. A firing names the due
-//! time it is for and is refused unless that is the due time the schedule is waiting for: two
-//! schedulers firing the same run race on the aggregate's version, and one loses.
+//! state on every replica and a rebuilt read model equals the original.
+//!
+//! A run that fires is not an event of the schedule: it is the creation of its job, whose id
+//! is derived from (schedule, due time) (see [`super::job::scheduled_job_id`]), so two
+//! schedulers firing the same run append version 1 of the same job and one loses, and a
+//! schedule's own stream stays as short as its configuration history however long it runs.
+//! Only missed runs skipped by the policy are recorded here.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use coffer_eventstore::Aggregate;
 use coffer_types::clean_name;
 
 use super::retention::Retention;
-use super::timing::{Firing, Timing};
+use super::timing::Timing;
 use super::{FieldError, MAX_REASON_CHARS};
 
 /// Longest schedule name.
@@ -111,8 +115,6 @@ pub struct Schedule {
     pub paused: bool,
     /// Deleted.
     pub deleted: bool,
-    /// The due time it waits for; `None` while paused.
-    pub next_due_at: Option<DateTime<Utc>>,
     /// 1 on creation, plus one per change.
     pub version: u32,
 }
@@ -143,18 +145,17 @@ pub enum ScheduleCommand {
         /// Now.
         now: DateTime<Utc>,
     },
-    /// Fire the run due at `due_at` (the due time the schedule waits for), as job `job_id`.
-    FireSchedule {
-        /// The schedule's own id (it seeds the jitter).
-        schedule: uuid::Uuid,
-        /// The due time the scheduler saw.
-        due_at: DateTime<Utc>,
-        /// The job to create if it runs.
-        job_id: uuid::Uuid,
-        /// Now.
-        now: DateTime<Utc>,
-        /// How late past its fire time a run may start and still count as on time.
-        grace: Duration,
+    /// Record that the runs due from `first_due_at` to `last_due_at` were missed and skipped,
+    /// as the schedule's policy says (see [`Timing::fire`]).
+    SkipRuns {
+        /// The first missed due time.
+        first_due_at: DateTime<Utc>,
+        /// The last.
+        last_due_at: DateTime<Utc>,
+        /// How many.
+        count: u32,
+        /// The next due time.
+        next_due_at: Option<DateTime<Utc>>,
     },
     /// Delete it.
     DeleteSchedule {
@@ -187,17 +188,6 @@ pub enum ScheduleEvent {
     /// Resumed.
     ScheduleResumed {
         /// The due time it now waits for.
-        next_due_at: Option<DateTime<Utc>>,
-    },
-    /// A run was materialised as a job.
-    ScheduleFired {
-        /// The due time the job is for.
-        due_at: DateTime<Utc>,
-        /// The job.
-        job_id: uuid::Uuid,
-        /// Earlier due times missed and folded into this run.
-        skipped: u32,
-        /// The next due time.
         next_due_at: Option<DateTime<Utc>>,
     },
     /// Runs missed while no scheduler ran were skipped, as the policy says.
@@ -233,10 +223,9 @@ pub enum ScheduleError {
     /// Pausing a paused schedule, resuming a running one (FailedPrecondition).
     #[error("schedule is already {0}")]
     Already(&'static str),
-    /// A firing for a due time the schedule is not waiting for: another scheduler fired it,
-    /// or it was paused or changed meanwhile.
-    #[error("schedule is not due at that time")]
-    NotDue,
+    /// Runs skipped on a paused schedule.
+    #[error("schedule is paused")]
+    Paused,
 }
 
 impl Aggregate for Schedule {
@@ -285,39 +274,21 @@ impl Aggregate for Schedule {
                     next_due_at: spec.timing.next_due(now),
                 }])
             }
-            ScheduleCommand::FireSchedule {
-                schedule,
-                due_at,
-                job_id,
-                now,
-                grace,
+            ScheduleCommand::SkipRuns {
+                first_due_at,
+                last_due_at,
+                count,
+                next_due_at,
             } => {
-                let spec = self.live()?;
-                if self.paused || self.next_due_at != Some(due_at) || due_at > now {
-                    return Err(ScheduleError::NotDue);
+                self.live()?;
+                if self.paused {
+                    return Err(ScheduleError::Paused);
                 }
-                Ok(vec![match spec.timing.fire(schedule, due_at, now, grace) {
-                    Firing::Run {
-                        due_at,
-                        skipped,
-                        next_due_at,
-                    } => ScheduleEvent::ScheduleFired {
-                        due_at,
-                        job_id,
-                        skipped,
-                        next_due_at,
-                    },
-                    Firing::Skip {
-                        first,
-                        last,
-                        count,
-                        next_due_at,
-                    } => ScheduleEvent::ScheduleRunsSkipped {
-                        first_due_at: first,
-                        last_due_at: last,
-                        count,
-                        next_due_at,
-                    },
+                Ok(vec![ScheduleEvent::ScheduleRunsSkipped {
+                    first_due_at,
+                    last_due_at,
+                    count,
+                    next_due_at,
                 }])
             }
             ScheduleCommand::DeleteSchedule { reason } => {
@@ -334,36 +305,18 @@ impl Aggregate for Schedule {
 
     fn evolve(mut self, event: &ScheduleEvent) -> Self {
         match event {
-            ScheduleEvent::ScheduleCreated { spec, next_due_at } => {
+            ScheduleEvent::ScheduleCreated { spec, .. } => {
                 self.spec = Some(spec.clone());
-                self.next_due_at = *next_due_at;
                 self.version = 1;
             }
-            ScheduleEvent::ScheduleChanged {
-                version,
-                spec,
-                next_due_at,
-            } => {
+            ScheduleEvent::ScheduleChanged { version, spec, .. } => {
                 self.spec = Some(spec.clone());
-                self.next_due_at = *next_due_at;
                 self.version = *version;
             }
-            ScheduleEvent::SchedulePaused => {
-                self.paused = true;
-                self.next_due_at = None;
-            }
-            ScheduleEvent::ScheduleResumed { next_due_at } => {
-                self.paused = false;
-                self.next_due_at = *next_due_at;
-            }
-            ScheduleEvent::ScheduleFired { next_due_at, .. }
-            | ScheduleEvent::ScheduleRunsSkipped { next_due_at, .. } => {
-                self.next_due_at = *next_due_at;
-            }
-            ScheduleEvent::ScheduleDeleted { .. } => {
-                self.deleted = true;
-                self.next_due_at = None;
-            }
+            ScheduleEvent::SchedulePaused => self.paused = true,
+            ScheduleEvent::ScheduleResumed { .. } => self.paused = false,
+            ScheduleEvent::ScheduleRunsSkipped { .. } => {}
+            ScheduleEvent::ScheduleDeleted { .. } => self.deleted = true,
         }
         self
     }
@@ -400,115 +353,93 @@ mod tests {
         }
     }
 
-    fn created() -> (Schedule, Vec<ScheduleEvent>) {
-        let events = Schedule::default()
+    fn created() -> Vec<ScheduleEvent> {
+        Schedule::default()
             .decide(ScheduleCommand::CreateSchedule {
                 fields: fields(),
                 now: at(0, 10),
             })
-            .unwrap();
-        (replay::<Schedule>(&events), events)
-    }
-
-    fn fire(
-        s: &Schedule,
-        due: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ScheduleEvent>, ScheduleError> {
-        s.decide(ScheduleCommand::FireSchedule {
-            schedule: uuid::Uuid::from_u128(5),
-            due_at: due,
-            job_id: uuid::Uuid::from_u128(9),
-            now,
-            grace: Duration::seconds(60),
-        })
+            .unwrap()
     }
 
     #[test]
     fn given_nothing_when_created_then_it_waits_for_the_first_due_time() {
-        let (state, _) = created();
-        assert_eq!(state.next_due_at, Some(at(1, 0)));
-        assert_eq!(state.spec.unwrap().max_attempts, DEFAULT_ATTEMPTS);
+        let events = created();
+        assert!(matches!(
+            &events[0],
+            ScheduleEvent::ScheduleCreated { next_due_at, spec } if *next_due_at == Some(at(1, 0)) && spec.max_attempts == DEFAULT_ATTEMPTS
+        ));
+        assert_eq!(
+            replay::<Schedule>(&events).decide(ScheduleCommand::CreateSchedule {
+                fields: fields(),
+                now: at(0, 10),
+            }),
+            Err(ScheduleError::AlreadyExists)
+        );
     }
 
     #[test]
-    fn given_a_due_schedule_when_fired_twice_for_the_same_time_then_the_second_is_refused() {
-        let (state, mut history) = created();
-        let events = fire(&state, at(1, 0), at(1, 0)).unwrap();
-        assert_eq!(
-            events,
-            vec![ScheduleEvent::ScheduleFired {
-                due_at: at(1, 0),
-                job_id: uuid::Uuid::from_u128(9),
-                skipped: 0,
-                next_due_at: Some(at(2, 0)),
-            }]
-        );
-        history.extend(events);
+    fn given_a_paused_schedule_then_it_resumes_from_now_and_skips_nothing_while_paused() {
+        let mut history = created();
         let state = replay::<Schedule>(&history);
-        assert_eq!(fire(&state, at(1, 0), at(1, 0)), Err(ScheduleError::NotDue));
-        assert_eq!(
-            fire(&state, at(2, 0), at(1, 30)),
-            Err(ScheduleError::NotDue),
-            "not before its time"
-        );
-    }
-
-    #[test]
-    fn given_a_paused_schedule_then_nothing_fires_until_resumed_from_now() {
-        let (state, mut history) = created();
         history.extend(state.decide(ScheduleCommand::PauseSchedule).unwrap());
         let paused = replay::<Schedule>(&history);
-        assert_eq!(paused.next_due_at, None);
-        assert_eq!(
-            fire(&paused, at(1, 0), at(1, 0)),
-            Err(ScheduleError::NotDue)
-        );
+        assert!(paused.paused);
         assert_eq!(
             paused.decide(ScheduleCommand::PauseSchedule),
             Err(ScheduleError::Already("paused"))
         );
-        history.extend(
-            paused
-                .decide(ScheduleCommand::ResumeSchedule { now: at(5, 30) })
-                .unwrap(),
-        );
-        let resumed = replay::<Schedule>(&history);
+        let skip = ScheduleCommand::SkipRuns {
+            first_due_at: at(1, 0),
+            last_due_at: at(2, 0),
+            count: 2,
+            next_due_at: Some(at(3, 0)),
+        };
+        assert_eq!(paused.decide(skip), Err(ScheduleError::Paused));
+        let resumed = paused
+            .decide(ScheduleCommand::ResumeSchedule { now: at(5, 30) })
+            .unwrap();
         assert_eq!(
-            resumed.next_due_at,
-            Some(at(6, 0)),
+            resumed,
+            vec![ScheduleEvent::ScheduleResumed {
+                next_due_at: Some(at(6, 0))
+            }],
             "runs due while paused are not owed"
         );
     }
 
     #[test]
-    fn given_downtime_when_fired_then_the_missed_run_policy_applies() {
-        let (state, _) = created();
-        let events = fire(&state, at(1, 0), at(4, 30)).unwrap();
-        assert!(matches!(
-            events[0],
-            ScheduleEvent::ScheduleFired { skipped: 3, due_at, .. } if due_at == at(4, 0)
-        ));
-        let skip = ScheduleFields {
-            missed_runs: "skip".into(),
-            ..fields()
-        };
-        let events = Schedule::default()
-            .decide(ScheduleCommand::CreateSchedule {
-                fields: skip,
-                now: at(0, 10),
+    fn given_a_change_then_a_running_schedule_waits_for_the_new_timing() {
+        let state = replay::<Schedule>(&created());
+        let events = state
+            .decide(ScheduleCommand::ChangeSchedule {
+                fields: ScheduleFields {
+                    cron: "30 4 * * *".into(),
+                    ..fields()
+                },
+                now: at(0, 20),
             })
             .unwrap();
-        let state = replay::<Schedule>(&events);
-        let skipped = fire(&state, at(1, 0), at(4, 30)).unwrap();
+        assert!(matches!(
+            &events[0],
+            ScheduleEvent::ScheduleChanged { version: 2, next_due_at, .. } if *next_due_at == Some(at(4, 30))
+        ));
+    }
+
+    #[test]
+    fn given_a_deleted_schedule_then_every_command_is_not_found() {
+        let mut history = created();
+        history.extend(
+            replay::<Schedule>(&history)
+                .decide(ScheduleCommand::DeleteSchedule {
+                    reason: "moved".into(),
+                })
+                .unwrap(),
+        );
+        let deleted = replay::<Schedule>(&history);
         assert_eq!(
-            skipped,
-            vec![ScheduleEvent::ScheduleRunsSkipped {
-                first_due_at: at(1, 0),
-                last_due_at: at(4, 0),
-                count: 4,
-                next_due_at: Some(at(5, 0)),
-            }]
+            deleted.decide(ScheduleCommand::PauseSchedule),
+            Err(ScheduleError::NotFound)
         );
     }
 

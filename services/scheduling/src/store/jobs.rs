@@ -59,7 +59,9 @@ impl Projection for Jobs {
         }
         let id = *event.aggregate_id.as_uuid();
         match event.decode::<JobEvent>()? {
-            JobEvent::JobCreated { spec, not_before } => {
+            JobEvent::JobCreated {
+                spec, not_before, ..
+            } => {
                 sqlx::query(
                     "INSERT INTO jobs (org_id, job_id, kind, trigger, schedule_id, database_id, \
                      destination_id, agent_id, restore_of, due_at, state, attempt, max_attempts, \

@@ -6,6 +6,7 @@ use coffer_types::OrgId;
 use sqlx::{PgConnection, Row};
 
 use super::decode_err;
+use crate::domain::job::{Job, JobEvent};
 use crate::domain::retention::Retention;
 use crate::domain::schedule::{Schedule, ScheduleEvent, ScheduleFields, ScheduleSpec};
 
@@ -61,24 +62,20 @@ async fn write_spec(
     Ok(())
 }
 
-/// Moves a schedule to wait for `next_due_at` (its fire time from its stored timing).
+/// Moves schedule `id` to wait for `next_due_at` (its fire time from its stored timing).
 async fn set_next(
     conn: &mut PgConnection,
     event: &RecordedEvent,
+    id: uuid::Uuid,
     next_due_at: Option<DateTime<Utc>>,
     paused: Option<bool>,
     last_due_at: Option<DateTime<Utc>>,
 ) -> Result<(), ProjectionError> {
-    let id = *event.aggregate_id.as_uuid();
-    let fire_at = match next_due_at {
-        None => None,
-        Some(due) => {
-            let view = schedule(&mut *conn, id)
-                .await?
-                .ok_or_else(|| ProjectionError::from(sqlx::Error::RowNotFound))?;
-            Some(view.spec.timing.fire_at(id, due))
-        }
+    // A schedule deleted since (in a replay) has no row to move on.
+    let Some(view) = schedule(&mut *conn, id).await? else {
+        return Ok(());
     };
+    let fire_at = next_due_at.map(|due| view.spec.timing.fire_at(id, due));
     sqlx::query(
         "UPDATE schedules SET next_due_at = $2, next_fire_at = $3, \
          paused = COALESCE($4, paused), last_due_at = COALESCE($5, last_due_at), \
@@ -110,6 +107,28 @@ impl Projection for Schedules {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
+        let id = *event.aggregate_id.as_uuid();
+        if event.aggregate_type == Job::TYPE {
+            // A run its schedule fired moves the schedule on to its next due time.
+            if let JobEvent::JobCreated {
+                spec,
+                fired: Some(fired),
+                ..
+            } = event.decode::<JobEvent>()?
+                && let Some(schedule) = spec.schedule_id
+            {
+                set_next(
+                    conn,
+                    event,
+                    schedule,
+                    fired.next_due_at,
+                    None,
+                    Some(spec.due_at),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         if event.aggregate_type != Schedule::TYPE {
             return Ok(());
         }
@@ -123,24 +142,19 @@ impl Projection for Schedules {
                 next_due_at,
             } => write_spec(conn, event, &spec, next_due_at, version).await?,
             ScheduleEvent::SchedulePaused => {
-                set_next(conn, event, None, Some(true), None).await?;
+                set_next(conn, event, id, None, Some(true), None).await?;
             }
             ScheduleEvent::ScheduleResumed { next_due_at } => {
-                set_next(conn, event, next_due_at, Some(false), None).await?;
+                set_next(conn, event, id, next_due_at, Some(false), None).await?;
             }
-            ScheduleEvent::ScheduleFired {
-                due_at,
-                next_due_at,
-                ..
-            } => set_next(conn, event, next_due_at, None, Some(due_at)).await?,
             ScheduleEvent::ScheduleRunsSkipped {
                 last_due_at,
                 next_due_at,
                 ..
-            } => set_next(conn, event, next_due_at, None, Some(last_due_at)).await?,
+            } => set_next(conn, event, id, next_due_at, None, Some(last_due_at)).await?,
             ScheduleEvent::ScheduleDeleted { .. } => {
                 sqlx::query("DELETE FROM schedules WHERE schedule_id = $1")
-                    .bind(event.aggregate_id.as_uuid())
+                    .bind(id)
                     .execute(conn)
                     .await?;
             }

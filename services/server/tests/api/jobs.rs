@@ -562,8 +562,9 @@ async fn two_schedulers_fire_every_due_run_exactly_once() {
         );
     }
     let events: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM coffer_scheduling.events WHERE event_type = 'ScheduleFired' \
-         AND aggregate_id = $1",
+        "SELECT count(*) FROM coffer_scheduling.events e \
+         JOIN coffer_scheduling.jobs j ON j.job_id = e.aggregate_id \
+         WHERE e.event_type = 'JobCreated' AND j.schedule_id = $1",
     )
     .bind(id.parse::<uuid::Uuid>().unwrap())
     .fetch_one(&app.db.superuser().await)
@@ -635,12 +636,27 @@ async fn after_downtime_run_once_fires_one_job_for_the_missed_runs_and_skip_fire
     )
     .unwrap();
     assert_eq!(skipped.count, 3, "{skipped:?}");
-    let fired = coffer_proto::events::v1::ScheduleFired::decode(
-        first_event(&run_once.schedule_id, "ScheduleFired")
+    let created = coffer_testkit::eventually("the catch-up job", Duration::from_secs(10), || {
+        let su = su.clone();
+        let id: uuid::Uuid = run_once.schedule_id.parse().unwrap();
+        async move {
+            sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT e.payload FROM coffer_scheduling.events e \
+                 JOIN coffer_scheduling.jobs j ON j.job_id = e.aggregate_id \
+                 WHERE e.event_type = 'JobCreated' AND j.schedule_id = $1 \
+                 ORDER BY j.due_at LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(&su)
             .await
-            .as_slice(),
-    )
-    .unwrap();
+            .unwrap()
+        }
+    })
+    .await;
+    let fired = coffer_proto::events::v1::JobCreated::decode(created.as_slice())
+        .unwrap()
+        .fired
+        .expect("a scheduled job records its firing");
     assert_eq!(fired.skipped, 2, "{fired:?}");
     let before_boot = |jobs: Vec<pb::Job>| {
         jobs.iter()
