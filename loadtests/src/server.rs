@@ -85,6 +85,14 @@ impl fmt::Debug for BenchServer {
 impl BenchServer {
     /// Boots the server as `coffer serve` would after `coffer admin init`, with `kms`.
     pub async fn start(kms: ServerKms) -> anyhow::Result<Self> {
+        Box::pin(Self::start_with(kms, |_| {})).await
+    }
+
+    /// [`BenchServer::start`], with `configure` adjusting the server's config before it boots.
+    pub async fn start_with(
+        kms: ServerKms,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let db = TestDb::migrated(coffer_server::SCHEMAS).await;
         let (_client, js, bus) = coffer_testkit::bus().await;
         let kms_dir = tempfile::tempdir().context("create the KMS key directory")?;
@@ -113,7 +121,7 @@ impl BenchServer {
         };
         let given = kms_config.is_none();
         let cert_file = tls_dir.path().join("server.pem");
-        let config = Config {
+        let mut config = Config {
             database: db.config.clone(),
             nats: NatsConfig {
                 url: coffer_testkit::nats_url(),
@@ -141,6 +149,7 @@ impl BenchServer {
             audit: Default::default(),
             scheduler: Default::default(),
         };
+        configure(&mut config);
         config.validate().context("validate the server config")?;
         let pki = config.pki.settings().context("pki settings")?;
         let created = Box::pin(coffer_enrollment::app::init_platform(
@@ -316,4 +325,16 @@ pub async fn exchange(channel: &Channel, api_key: &str) -> anyhow::Result<String
         .context("exchange an API key")?
         .into_inner()
         .access_token)
+}
+
+/// A P-256 agent key (PEM) and its CSR (DER), made in-process.
+pub fn agent_key() -> anyhow::Result<(String, Vec<u8>)> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .context("generate an agent key")?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .context("make a CSR")?
+        .der()
+        .to_vec();
+    Ok((key.serialize_pem(), csr))
 }

@@ -43,7 +43,7 @@ use coffer_kms::{DATA_KEY_LEN, DataKey, EncryptionContext, KeyId, Kms, WrappedKe
 use coffer_loadtests::facts::{HostLoad, PostgresFacts, print_host};
 use coffer_loadtests::load::{self, Budget};
 use coffer_loadtests::report::{Align, Percentiles, Table, human_ms, per_second, round2};
-use coffer_loadtests::server::{BenchServer, ServerKms, authed, exchange};
+use coffer_loadtests::server::{BenchServer, ServerKms, agent_key, authed, exchange};
 use coffer_proto::credentials::v1::{
     CreateCredentialRequest, ReleaseCredentialsRequest,
     credential_service_client::CredentialServiceClient,
@@ -531,18 +531,6 @@ async fn set_up<'s>(
         round_rates: Vec::new(),
         used_up: 0,
     })
-}
-
-/// A P-256 agent key (PEM) and its CSR (DER), made in-process.
-fn agent_key() -> anyhow::Result<(String, Vec<u8>)> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .context("generate an agent key")?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .context("make a CSR")?
-        .der()
-        .to_vec();
-    Ok((key.serialize_pem(), csr))
 }
 
 /// Signs `per_agent` tickets for each of the fleet's first `agents` agents: each a new job,

@@ -59,7 +59,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            tick: StdDuration::from_secs(1),
+            tick: StdDuration::from_millis(250),
             grace: StdDuration::from_secs(300),
             lease: StdDuration::from_secs(60),
             retry_base: StdDuration::from_secs(30),
