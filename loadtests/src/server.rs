@@ -139,6 +139,7 @@ impl BenchServer {
             pki: PkiConfig::default(),
             credentials: Default::default(),
             audit: Default::default(),
+            scheduling: Default::default(),
         };
         config.validate().context("validate the server config")?;
         let pki = config.pki.settings().context("pki settings")?;

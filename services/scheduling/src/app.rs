@@ -4,7 +4,11 @@
 //! gRPC layer (`coffer_auth`'s table). Every change commits its event and the read model in one
 //! tenant transaction.
 
+mod destinations;
+
 use std::sync::Arc;
+
+pub use destinations::{KeyError, KeyPurpose, StorageAccess, StorageKeys, location};
 
 use coffer_db::TenantTx;
 use coffer_eventstore::{EventStore, ExecuteError, Projection};
@@ -36,6 +40,14 @@ pub enum Error {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] coffer_eventstore::Error),
+    /// The request is refused in the current state with a message built at run time
+    /// (FailedPrecondition): a failed destination probe, an unusable access key.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something this request needs cannot answer now, or is not available in this deployment
+    /// (Unavailable). Nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<coffer_db::Error> for Error {
@@ -65,13 +77,18 @@ impl From<ExecuteError<DatabaseError>> for Error {
 
 /// The projections this service maintains (also used by `coffer admin rebuild-projections`).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(store::Databases)]
+    vec![
+        Arc::new(store::Databases),
+        Arc::new(store::destinations::Destinations),
+    ]
 }
 
 /// The scheduling service's application layer.
 #[derive(Debug, Clone)]
 pub struct Scheduling {
     store: EventStore,
+    /// The SSRF guard and the access-key source destinations are probed with.
+    storage: StorageAccess,
 }
 
 /// The aggregate id of a database: its database id.
@@ -105,7 +122,15 @@ impl Scheduling {
     pub fn new(db: coffer_db::Database) -> Self {
         Self {
             store: EventStore::new(db, projections()),
+            storage: StorageAccess::default(),
         }
+    }
+
+    /// The same application, probing destinations with `storage` (by default every guarded
+    /// address class and every local path is refused, and S3 destinations have no keys).
+    pub fn with_storage(mut self, storage: StorageAccess) -> Self {
+        self.storage = storage;
+        self
     }
 
     async fn begin(&self, org: OrgId) -> Result<TenantTx, Error> {

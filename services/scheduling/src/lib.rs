@@ -1,8 +1,9 @@
-//! The scheduling service. This first increment holds the database registry: the backup
-//! targets of an org (engine, where to connect, as whom, the vault reference of the password,
-//! and the agent that serves them).
+//! The scheduling service. It holds the database registry (the backup targets of an org:
+//! engine, where to connect, as whom, the vault reference of the password, and the agent that
+//! serves them) and the storage destinations (S3-compatible buckets and local directories,
+//! probed before they are saved, reached only through the SSRF guard of `coffer_storage`).
 //!
-//! - [`domain`]: the pure `Database` aggregate: every rule, no I/O.
+//! - [`domain`]: the pure `Database` and `Destination` aggregates: every rule, no I/O.
 //! - [`app`]: commands and queries; [`store`]: the read model; [`grpc`]: the adapter.
 //! - [`consumers`]: `scheduling-agents`, scheduling's view of enrollment's agents.
 //! - `codec`: protobuf encoding of the domain events (`coffer.events.v1`).

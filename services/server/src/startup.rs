@@ -17,6 +17,7 @@ use coffer_proto::credentials::v1::{
 };
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use coffer_proto::scheduling::v1::database_service_server::DatabaseServiceServer;
+use coffer_proto::scheduling::v1::destination_service_server::DestinationServiceServer;
 use coffer_scheduling::grpc::SchedulingGrpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -53,7 +54,8 @@ pub enum Target {
     Credentials,
     /// Audit: every org's tamper-evident log, checkpoints, proofs and export.
     Audit,
-    /// Scheduling: the database registry (backup targets and the agents serving them).
+    /// Scheduling: the database registry (backup targets and the agents serving them) and
+    /// storage destinations.
     Scheduling,
     /// Diagnostics: the event pipeline probe.
     Diag,
@@ -355,11 +357,14 @@ impl Application {
                 .add_service(TokenServiceServer::new(grpc));
         }
 
+        // Scheduling releases destinations' access keys through it when both run here.
+        let mut credentials_app = None;
         if let Some(db) = credentials_db {
             let kms = kms.clone().ok_or_else(|| {
                 BootError::Missing("the credentials target needs [kms] configured".to_owned())
             })?;
             let app = Credentials::new(db.clone(), kms).with_ticket_keys(authenticator.clone());
+            credentials_app = Some(app.clone());
             background.extend(pipeline(
                 &config,
                 &js,
@@ -452,9 +457,26 @@ impl Application {
             health
                 .set_serving::<DatabaseServiceServer<SchedulingGrpc>>()
                 .await;
-            router = router.add_service(DatabaseServiceServer::new(SchedulingGrpc::new(
-                coffer_scheduling::Scheduling::new(db),
-            )));
+            health
+                .set_serving::<DestinationServiceServer<SchedulingGrpc>>()
+                .await;
+            let policy = config
+                .scheduling
+                .policy()
+                .map_err(|e| BootError::Missing(e.to_string()))?;
+            let keys = credentials_app.map(|credentials| {
+                Arc::new(crate::storage_keys::InProcessKeys::new(credentials))
+                    as Arc<dyn coffer_scheduling::app::StorageKeys>
+            });
+            let storage = coffer_scheduling::app::StorageAccess::new(
+                coffer_storage::Guard::new(policy),
+                keys,
+            );
+            let grpc =
+                SchedulingGrpc::new(coffer_scheduling::Scheduling::new(db).with_storage(storage));
+            router = router
+                .add_service(DatabaseServiceServer::new(grpc.clone()))
+                .add_service(DestinationServiceServer::new(grpc));
         }
 
         if let Some(db) = diag_db {

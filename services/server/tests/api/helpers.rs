@@ -13,7 +13,9 @@ use coffer_proto::enrollment::v1::{
     api_key_service_client::ApiKeyServiceClient, org_service_client::OrgServiceClient,
     token_service_client::TokenServiceClient,
 };
-use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig, TlsConfig};
+use coffer_server::config::{
+    AuthConfig, Config, GrpcConfig, NatsConfig, SchedulingConfig, TlsConfig,
+};
 use coffer_server::startup::{Application, Target};
 use coffer_testkit::TestDb;
 use coffer_types::OrgId;
@@ -256,7 +258,20 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
             checkpoint_poll: Duration::from_millis(100),
             ..Default::default()
         },
+        // Destinations may reach the stack's loopback servers (moto) and local directories under
+        // the shared test root; each test uses its own directory below it.
+        scheduling: SchedulingConfig {
+            ssrf_allow: vec!["loopback".into()],
+            local_roots: vec![local_root()],
+        },
     }
+}
+
+/// The directory local destinations may lie under in tests (real path, created once).
+pub fn local_root() -> std::path::PathBuf {
+    let root = coffer_testkit::stack_dir().join("destinations");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::canonicalize(root).unwrap()
 }
 
 /// Which KMS provider a test app wraps keys with.
