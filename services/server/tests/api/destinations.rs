@@ -972,3 +972,53 @@ async fn p8_a_storage_secret_never_reaches_logs_spans_or_error_strings() {
         }
     }
 }
+
+/// A scheduling target running without the credentials target has no way to get an access
+/// key: S3 destinations answer UNAVAILABLE saying so (and store nothing); local destinations,
+/// which need no key, work.
+#[tokio::test]
+async fn scheduling_without_the_credentials_target_refuses_s3_destinations_as_unavailable() {
+    use coffer_server::startup::{Application, Target};
+
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = storage_key(&app, &acme).await;
+    let bucket = create_bucket().await;
+
+    // A second process running only scheduling, on the same database and bus, following the
+    // keys the first one's enrollment published.
+    let kms_dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::config(&app.db.config, &app.bus, kms_dir.path());
+    config.kms = None;
+    config.auth.keys_bucket = app.keys_bucket.clone();
+    let alone = Box::pin(Application::build(config, &[Target::Scheduling]))
+        .await
+        .expect("boot scheduling alone");
+    let addr = alone.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(alone.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let mut client = DestinationServiceClient::new(
+        crate::helpers::with_token_at(&format!("http://{addr}"), &app.token(&acme.owner_key).await)
+            .await,
+    );
+
+    let status = register(&mut client, acme.org, s3_fields("offsite", &bucket, &key))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("S3 destinations need the credentials target in the same process"),
+        "{status:?}"
+    );
+    assert_eq!(releases(&app, &acme).await, Vec::<String>::new());
+    assert_eq!(events(&app, &acme).await, Vec::<String>::new());
+    register(&mut client, acme.org, local_fields("nas", &local_dir()))
+        .await
+        .unwrap();
+    assert_eq!(events(&app, &acme).await, ["DestinationRegistered"]);
+    let _ = stop.send(());
+}

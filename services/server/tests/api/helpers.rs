@@ -81,6 +81,17 @@ pub async fn authed_at(url: &str, api_key: &str) -> Authed {
     InterceptedService::new(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
 }
 
+/// A plaintext channel to a server at `url` sending `token` as is (for a server without the
+/// enrollment target, which cannot exchange API keys itself).
+pub async fn with_token_at(url: &str, token: &str) -> Authed {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    InterceptedService::new(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
+}
+
 /// An org created through the API, with its owner's API key.
 pub struct TestOrg {
     pub org: OrgId,
