@@ -1022,3 +1022,45 @@ async fn scheduling_without_the_credentials_target_refuses_s3_destinations_as_un
     assert_eq!(events(&app, &acme).await, ["DestinationRegistered"]);
     let _ = stop.send(());
 }
+
+/// P3 for storage keys: when the release of the access key cannot be committed, scheduling
+/// gets no key, the destination is never contacted, and nothing is saved.
+#[tokio::test]
+async fn p3_a_storage_key_whose_release_is_not_committed_is_never_used() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let mut client = destinations(&app, &acme.owner_key).await;
+    let key = storage_key(&app, &acme).await;
+    // The endpoint is a listener of this test: any use of the key would connect to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut fields = s3_fields("offsite", "some-bucket", &key);
+    if let Some(pb::destination_fields::Kind::S3(s3)) = &mut fields.kind {
+        s3.endpoint = format!("http://{}", listener.local_addr().unwrap());
+    }
+    // Every commit of a release fails.
+    let su = app.db.superuser().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION coffer_credentials.refuse_release() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'release refused by the test'; END $$;
+         CREATE TRIGGER refuse_release BEFORE INSERT ON coffer_credentials.events
+           FOR EACH ROW WHEN (NEW.event_type = 'CredentialReleasedToService')
+           EXECUTE FUNCTION coffer_credentials.refuse_release();",
+    )
+    .execute(&su)
+    .await
+    .unwrap();
+
+    let status = register(&mut client, acme.org, fields).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "the destination's access key cannot be released now; nothing was saved"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the destination was contacted without a committed release"
+    );
+    assert_eq!(releases(&app, &acme).await, Vec::<String>::new());
+    assert_eq!(events(&app, &acme).await, Vec::<String>::new());
+}
