@@ -213,6 +213,21 @@ impl Refused {
     }
 }
 
+/// An endpoint failed its check: refused by the policy, or its name does not resolve (an
+/// unreachable destination, not a forbidden one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// The policy refuses it.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The host name does not resolve.
+    #[error("endpoint host {host} does not resolve")]
+    Unresolved {
+        /// The name.
+        host: String,
+    },
+}
+
 /// The deployment's rules for destinations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -322,29 +337,32 @@ impl Guard {
     }
 
     /// Resolves `name` and refuses it unless every address is allowed.
-    async fn check_name(&self, name: &str) -> Result<Vec<IpAddr>, Refused> {
+    async fn check_name(&self, name: &str) -> Result<Vec<IpAddr>, EndpointError> {
+        let unresolved = || EndpointError::Unresolved {
+            host: name.to_owned(),
+        };
         let addrs = self
             .resolver
             .resolve_dns(name)
             .await
-            .map_err(|_| Refused::endpoint(format!("host {name} does not resolve")))?;
+            .map_err(|_| unresolved())?;
         if addrs.is_empty() {
-            return Err(Refused::endpoint(format!("host {name} does not resolve")));
+            return Err(unresolved());
         }
         for ip in &addrs {
-            self.policy
-                .check_ip(*ip)
-                .map_err(|rule| Refused::endpoint(format!("host {name} resolves to {rule}")))?;
+            self.policy.check_ip(*ip).map_err(|rule| {
+                EndpointError::Refused(Refused::endpoint(format!("host {name} resolves to {rule}")))
+            })?;
         }
         Ok(addrs)
     }
 
     /// Checks an endpoint's host: an IP literal against the policy, a name by resolving it now.
-    pub async fn check_endpoint(&self, endpoint: &url::Url) -> Result<(), Refused> {
+    pub async fn check_endpoint(&self, endpoint: &url::Url) -> Result<(), EndpointError> {
         match endpoint.host() {
-            None => Err(Refused::endpoint("must name a host")),
-            Some(url::Host::Ipv4(ip)) => self.check_literal(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => self.check_literal(IpAddr::V6(ip)),
+            None => Err(Refused::endpoint("must name a host").into()),
+            Some(url::Host::Ipv4(ip)) => Ok(self.check_literal(IpAddr::V4(ip))?),
+            Some(url::Host::Ipv6(ip)) => Ok(self.check_literal(IpAddr::V6(ip))?),
             Some(url::Host::Domain(name)) => self.check_name(name).await.map(|_| ()),
         }
     }
@@ -389,9 +407,12 @@ pub struct GuardedResolver {
 impl ResolveDns for GuardedResolver {
     fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
         DnsFuture::new(async move {
-            self.guard.check_name(name).await.map_err(|refused| {
-                tracing::warn!(host = name, rule = %refused.rule, "refused a destination connection");
-                ResolveDnsError::new(refused)
+            self.guard.check_name(name).await.map_err(|e| match e {
+                EndpointError::Refused(refused) => {
+                    tracing::warn!(host = name, rule = %refused.rule, "refused a destination connection");
+                    ResolveDnsError::new(refused)
+                }
+                unresolved @ EndpointError::Unresolved { .. } => ResolveDnsError::new(unresolved),
             })
         })
     }
@@ -528,6 +549,9 @@ mod tests {
                 .check_endpoint(&endpoint.parse().unwrap())
                 .await
                 .unwrap_err();
+            let EndpointError::Refused(err) = err else {
+                panic!("{endpoint}: {err}")
+            };
             assert_eq!(err.field, "endpoint", "{endpoint}");
         }
         let loopback = Guard::new(policy(&[AddressClass::Loopback]));
@@ -539,6 +563,6 @@ mod tests {
             .check_endpoint(&"http://169.254.169.254/".parse().unwrap())
             .await
             .unwrap_err();
-        assert!(err.rule.contains("metadata"), "{err}");
+        assert!(err.to_string().contains("metadata"), "{err}");
     }
 }

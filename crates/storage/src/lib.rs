@@ -21,9 +21,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
-pub use guard::{AddressClass, Guard, Policy, Refused};
+pub use guard::{AddressClass, EndpointError, Guard, Policy, Refused};
 
 /// Where a destination's objects live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +82,6 @@ impl S3Key {
             secret_access_key: SecretString,
         }
         let raw: Raw = serde_json::from_slice(value).map_err(|_| KeyFormatError)?;
-        use secrecy::ExposeSecret;
         if raw.access_key_id.trim().is_empty() || raw.secret_access_key.expose_secret().is_empty() {
             return Err(KeyFormatError);
         }
@@ -217,6 +216,12 @@ impl Store {
                 prefix,
                 path_style,
             } => {
+                if !endpoint.username().is_empty() || endpoint.password().is_some() {
+                    return Err(OpenError::Refused(Refused {
+                        field: "endpoint",
+                        rule: "must not carry credentials".into(),
+                    }));
+                }
                 match endpoint.host() {
                     Some(url::Host::Ipv4(ip)) => guard.check_literal(ip.into())?,
                     Some(url::Host::Ipv6(ip)) => guard.check_literal(ip.into())?,

@@ -272,3 +272,40 @@ async fn local_failures_name_the_step() {
     assert!(matches!(err.cause, Error::Refused(_)), "{err}");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
+
+/// Fails every lookup, like a name that does not exist.
+#[derive(Debug)]
+struct Nxdomain;
+
+impl ResolveDns for Nxdomain {
+    fn resolve_dns<'a>(&'a self, _name: &'a str) -> DnsFuture<'a> {
+        DnsFuture::ready(Err(
+            aws_smithy_runtime_api::client::dns::ResolveDnsError::new("NXDOMAIN"),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_unreachable_not_refused() {
+    let guard = Guard::with_resolver(Policy::default(), Nxdomain);
+    let endpoint: url::Url = "https://nowhere.coffer.invalid".parse().unwrap();
+    let err = guard.check_endpoint(&endpoint).await.unwrap_err();
+    assert_eq!(
+        err,
+        coffer_storage::EndpointError::Unresolved {
+            host: "nowhere.coffer.invalid".into()
+        }
+    );
+    let store = Store::open(&s3_at(endpoint, "bucket", ""), Some(test_key()), &guard)
+        .await
+        .unwrap();
+    let err = store.probe().await.unwrap_err();
+    assert_eq!(err.step, Step::List, "{err}");
+    let Error::Failed(cause) = &err.cause else {
+        panic!("{err}")
+    };
+    assert!(
+        cause.contains("endpoint host nowhere.coffer.invalid does not resolve"),
+        "{cause}"
+    );
+}

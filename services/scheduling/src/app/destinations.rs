@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use coffer_storage::{Guard, Location, Policy, S3Key, Store};
+use coffer_storage::{EndpointError, Guard, Location, Policy, S3Key, Store};
 use coffer_types::{Actor, AggregateId, OrgId, VaultRef};
 
 use super::{Error, Scheduling};
@@ -236,10 +236,24 @@ impl Scheduling {
         let access = &self.storage;
         let location = location(spec);
         match &location {
-            Location::S3 { endpoint, .. } => access.guard.check_endpoint(endpoint).await,
-            Location::Local { root } => access.guard.check_local_path(root),
+            Location::S3 { endpoint, .. } => {
+                access
+                    .guard
+                    .check_endpoint(endpoint)
+                    .await
+                    .map_err(|e| match e {
+                        EndpointError::Refused(r) => probing.refused(r),
+                        // Well-formed but unreachable: the world, not the request, is at fault.
+                        unresolved @ EndpointError::Unresolved { .. } => {
+                            Error::FailedPrecondition(unresolved.to_string())
+                        }
+                    })?
+            }
+            Location::Local { root } => access
+                .guard
+                .check_local_path(root)
+                .map_err(|r| probing.refused(r))?,
         }
-        .map_err(|r| probing.refused(r))?;
         let key = match &spec.kind {
             Kind::S3(s3) => {
                 let keys = access.keys.as_ref().ok_or_else(|| {
