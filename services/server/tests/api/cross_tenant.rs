@@ -165,7 +165,7 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         .unwrap()
         .into_inner()
         .database_id;
-    let destination_dir = crate::helpers::local_root().join(coffer_testkit::unique("x"));
+    let destination_dir = app.local_root().join(coffer_testkit::unique("x"));
     std::fs::create_dir(&destination_dir).unwrap();
     let destination_fields = sched::DestinationFields {
         name: "nas".into(),

@@ -113,8 +113,8 @@ fn local_fields(name: &str, path: &std::path::Path) -> pb::DestinationFields {
 }
 
 /// A fresh directory under the test local root.
-fn local_dir() -> PathBuf {
-    let dir = crate::helpers::local_root().join(coffer_testkit::unique("d"));
+fn local_dir(app: &TestApp) -> PathBuf {
+    let dir = app.local_root().join(coffer_testkit::unique("d"));
     std::fs::create_dir(&dir).unwrap();
     dir
 }
@@ -206,7 +206,7 @@ async fn destinations_are_probed_registered_changed_listed_and_removed() {
     assert_eq!(releases(&app, &acme).await.len(), 2);
 
     // Changed into a local directory.
-    let dir = local_dir();
+    let dir = local_dir(&app);
     let changed = client
         .change_destination(pb::ChangeDestinationRequest {
             org_id: org.clone(),
@@ -364,10 +364,10 @@ async fn a_failing_probe_names_the_step_and_the_cause_and_saves_nothing() {
         s3.endpoint = enforcing.endpoint();
     }
     // A local destination whose probe directory is a regular file fails at write.
-    let blocked = local_dir();
+    let blocked = local_dir(&app);
     std::fs::write(blocked.join(coffer_storage::PROBE_DIR), b"in the way").unwrap();
     // A local directory that does not exist fails at list.
-    let absent = crate::helpers::local_root().join(coffer_testkit::unique("absent"));
+    let absent = app.local_root().join(coffer_testkit::unique("absent"));
 
     let cases = [
         (missing, "probe failed at list: NoSuchBucket"),
@@ -532,7 +532,7 @@ async fn endpoints_reaching_forbidden_addresses_are_refused_naming_the_endpoint(
     let status = register(
         &mut strict_client,
         other.org,
-        local_fields("nas", &local_dir()),
+        local_fields("nas", &local_dir(&app)),
     )
     .await
     .unwrap_err();
@@ -573,7 +573,7 @@ async fn bad_fields_and_unusable_keys_are_refused_naming_the_field() {
     let other_org_ref = storage_key(&app, &other).await;
     let database_ref = credential(&app, &acme, "database", b"hunter2").await;
     let not_json_ref = credential(&app, &acme, "storage", b"AKIA:plain").await;
-    let root = crate::helpers::local_root();
+    let root = app.local_root();
     let cases: Vec<(pb::DestinationFields, Code, &str)> = vec![
         (
             pb::DestinationFields {
@@ -726,7 +726,7 @@ async fn bad_fields_and_unusable_keys_are_refused_naming_the_field() {
 async fn viewers_read_destinations_and_only_admins_change_or_probe_them() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
-    let dir = local_dir();
+    let dir = local_dir(&app);
     let existing = register(
         &mut destinations(&app, &acme.owner_key).await,
         acme.org,
@@ -807,16 +807,16 @@ async fn rebuilding_the_destinations_projection_yields_identical_tables() {
     let a = register(&mut client, acme.org, s3_fields("a", &bucket, &key))
         .await
         .unwrap();
-    let b = register(&mut client, acme.org, local_fields("b", &local_dir()))
+    let b = register(&mut client, acme.org, local_fields("b", &local_dir(&app)))
         .await
         .unwrap();
-    register(&mut client, acme.org, local_fields("c", &local_dir()))
+    register(&mut client, acme.org, local_fields("c", &local_dir(&app)))
         .await
         .unwrap();
     register(
         &mut destinations(&app, &other.owner_key).await,
         other.org,
-        local_fields("a", &local_dir()),
+        local_fields("a", &local_dir(&app)),
     )
     .await
     .unwrap();
@@ -824,7 +824,7 @@ async fn rebuilding_the_destinations_projection_yields_identical_tables() {
         .change_destination(pb::ChangeDestinationRequest {
             org_id: acme.org.to_string(),
             destination_id: a.destination_id.clone(),
-            fields: Some(local_fields("a2", &local_dir())),
+            fields: Some(local_fields("a2", &local_dir(&app))),
         })
         .await
         .unwrap();
@@ -991,6 +991,7 @@ async fn scheduling_without_the_credentials_target_refuses_s3_destinations_as_un
     let mut config = crate::helpers::config(&app.db.config, &app.bus, kms_dir.path());
     config.kms = None;
     config.auth.keys_bucket = app.keys_bucket.clone();
+    config.scheduling.local_roots = vec![app.local_root()];
     let alone = Box::pin(Application::build(config, &[Target::Scheduling]))
         .await
         .expect("boot scheduling alone");
@@ -1016,7 +1017,7 @@ async fn scheduling_without_the_credentials_target_refuses_s3_destinations_as_un
     );
     assert_eq!(releases(&app, &acme).await, Vec::<String>::new());
     assert_eq!(events(&app, &acme).await, Vec::<String>::new());
-    register(&mut client, acme.org, local_fields("nas", &local_dir()))
+    register(&mut client, acme.org, local_fields("nas", &local_dir(&app)))
         .await
         .unwrap();
     assert_eq!(events(&app, &acme).await, ["DestinationRegistered"]);

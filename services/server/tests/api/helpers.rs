@@ -39,6 +39,8 @@ pub struct TestApp {
     kms: Arc<dyn Kms>,
     kms_config: KmsConfig,
     _kms_dir: tempfile::TempDir,
+    /// The one directory local destinations may lie under (`scheduling.local_roots`).
+    local_root: tempfile::TempDir,
     _tls_dir: Option<tempfile::TempDir>,
     _stop: oneshot::Sender<()>,
 }
@@ -141,6 +143,11 @@ impl TestApp {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// The directory local destinations may lie under (its real path).
+    pub fn local_root(&self) -> std::path::PathBuf {
+        std::fs::canonicalize(self.local_root.path()).unwrap()
     }
 
     /// The KMS the app wraps keys with (for tests that inspect or mint with its CAs).
@@ -269,20 +276,13 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
             checkpoint_poll: Duration::from_millis(100),
             ..Default::default()
         },
-        // Destinations may reach the stack's loopback servers (moto) and local directories under
-        // the shared test root; each test uses its own directory below it.
+        // Destinations may reach the stack's loopback servers (moto); `spawn` adds the app's
+        // own temporary local root.
         scheduling: SchedulingConfig {
             ssrf_allow: vec!["loopback".into()],
-            local_roots: vec![local_root()],
+            local_roots: vec![],
         },
     }
-}
-
-/// The directory local destinations may lie under in tests (real path, created once).
-pub fn local_root() -> std::path::PathBuf {
-    let root = coffer_testkit::stack_dir().join("destinations");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::canonicalize(root).unwrap()
 }
 
 /// Which KMS provider a test app wraps keys with.
@@ -359,6 +359,8 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
     let kms_dir = tempfile::tempdir().unwrap();
     let mut config = config(&db.config, &bus, kms_dir.path());
     config.kms = Some(provider.master_key(kms_dir.path()).await);
+    let local_root = tempfile::tempdir().unwrap();
+    config.scheduling.local_roots = vec![std::fs::canonicalize(local_root.path()).unwrap()];
     configure(&mut config);
     let kms_config = config.kms.clone().expect("a KMS");
     let kms = coffer_kms::from_config(&kms_config)
@@ -394,6 +396,7 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
         kms,
         kms_config,
         _kms_dir: kms_dir,
+        local_root,
         _tls_dir: None,
         _stop: stop,
     }
