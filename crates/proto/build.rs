@@ -24,11 +24,13 @@ fn main() -> anyhow::Result<()> {
         "coffer/events/v1/enrollment.proto",
         "coffer/events/v1/credentials.proto",
         "coffer/events/v1/scheduling.proto",
+        "coffer/events/v1/destinations.proto",
         "coffer/diagnostics/v1/diagnostics.proto",
         "coffer/enrollment/v1/enrollment.proto",
         "coffer/credentials/v1/credentials.proto",
         "coffer/audit/v1/audit.proto",
         "coffer/scheduling/v1/scheduling.proto",
+        "coffer/scheduling/v1/destinations.proto",
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     for file in &files {

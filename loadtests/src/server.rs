@@ -148,6 +148,7 @@ impl BenchServer {
             credentials: Default::default(),
             audit: Default::default(),
             scheduler: Default::default(),
+            scheduling: Default::default(),
         };
         configure(&mut config);
         config.validate().context("validate the server config")?;

@@ -132,6 +132,10 @@ impl Stack {
                 tools.nats_server.to_string_lossy().into_owned(),
             ),
             (
+                "COFFER_MOTO_SERVER_BIN".into(),
+                tools.moto_server.to_string_lossy().into_owned(),
+            ),
+            (
                 "COFFER_STACK_DIR".into(),
                 coffer.to_string_lossy().into_owned(),
             ),

@@ -116,6 +116,31 @@ const RPC_PERMISSIONS: &[(&str, Permission)] = &[
         Permission::DatabaseManage,
     ),
     (
+        "/coffer.scheduling.v1.DestinationService/RegisterDestination",
+        Permission::DestinationManage,
+    ),
+    (
+        "/coffer.scheduling.v1.DestinationService/ChangeDestination",
+        Permission::DestinationManage,
+    ),
+    (
+        "/coffer.scheduling.v1.DestinationService/GetDestination",
+        Permission::DestinationRead,
+    ),
+    (
+        "/coffer.scheduling.v1.DestinationService/ListDestinations",
+        Permission::DestinationRead,
+    ),
+    (
+        "/coffer.scheduling.v1.DestinationService/RemoveDestination",
+        Permission::DestinationManage,
+    ),
+    // A probe releases the destination's access key and writes an object: a manager's act.
+    (
+        "/coffer.scheduling.v1.DestinationService/ProbeDestination",
+        Permission::DestinationManage,
+    ),
+    (
         "/coffer.credentials.v1.CredentialService/CreateCredential",
         Permission::CredentialManage,
     ),

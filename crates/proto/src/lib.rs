@@ -76,7 +76,7 @@ pub mod scheduling {
         tonic::include_proto!("coffer.scheduling.v1");
 
         redacted_debug!(
-            ClaimedJob { job, fencing_token, lease_expires_at, database, restore_artifact }
+            ClaimedJob { job, fencing_token, lease_expires_at, database, restore_artifact, destination }
             secret ticket
         );
     }

@@ -44,6 +44,11 @@ pub fn nats_server_bin() -> PathBuf {
     stack_var("COFFER_NATS_SERVER_BIN").into()
 }
 
+/// The pinned moto server binary, for tests that run their own (e.g. one enforcing auth).
+pub fn moto_server_bin() -> PathBuf {
+    stack_var("COFFER_MOTO_SERVER_BIN").into()
+}
+
 /// `.coffer/` of the repository: scratch space for tests.
 pub fn stack_dir() -> PathBuf {
     stack_var("COFFER_STACK_DIR").into()
@@ -247,6 +252,51 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A moto server (S3 and KMS API emulator) a test owns, separate from the stack's.
+#[derive(Debug)]
+pub struct MotoServer {
+    port: u16,
+    child: Child,
+}
+
+impl MotoServer {
+    /// Starts a moto server that enforces request signatures: only access keys it issued
+    /// itself (through its IAM API) are accepted (`INITIAL_NO_AUTH_ACTION_COUNT=0`). Waits
+    /// until it answers.
+    pub fn start_enforcing_auth() -> Self {
+        let port = free_port();
+        let child = Command::new(moto_server_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn moto_server");
+        let server = Self { port, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

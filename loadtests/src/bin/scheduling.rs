@@ -104,9 +104,15 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = coffer_loadtests::init_telemetry()?;
     let postgres = PostgresFacts::read().await?;
     let host = HostLoad::now();
-    let server = Box::pin(BenchServer::start(ServerKms::Local))
-        .await
-        .context("boot the server")?;
+    // Backups "go" to a local destination; the simulated agents write nothing there.
+    let root = tempfile::tempdir().context("create the destination root")?;
+    let root_path = std::fs::canonicalize(root.path()).context("resolve the destination root")?;
+    let local_root = root_path.clone();
+    let server = Box::pin(BenchServer::start_with(ServerKms::Local, move |c| {
+        c.scheduling.local_roots = vec![local_root];
+    }))
+    .await
+    .context("boot the server")?;
     println!(
         "scheduling bench: one coffer server in-process (production wiring, TLS, database pool of \
          {} connections, default [scheduler] settings), {}",
@@ -114,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         postgres.line()
     );
     print_host(&host, &postgres, Some("agents and server"));
-    let outcome = Box::pin(run(&args, &server)).await;
+    let outcome = Box::pin(run(&args, &server, &root_path)).await;
     let reference = match &outcome {
         Ok(_) => Some(bare_queue(&server, args.schedules).await),
         Err(_) => None,
@@ -134,7 +140,11 @@ struct Measured {
     idle_reference_cpu: f64,
 }
 
-async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<Measured> {
+async fn run(
+    args: &Args,
+    server: &BenchServer,
+    root: &std::path::Path,
+) -> anyhow::Result<Measured> {
     let admin = server.connect(None).await?;
     let (org, owner_key) = server.create_org(&admin).await?;
     let owner = authed(admin.clone(), &exchange(&admin, &owner_key).await?)?;
@@ -149,7 +159,21 @@ async fn run(args: &Args, server: &BenchServer) -> anyhow::Result<Measured> {
     wait_until_scheduling_knows(server, agents.len()).await?;
 
     let started = Instant::now();
-    let schedule_ids = register(args, org, owner.clone(), &agents).await?;
+    let destination = pb::destination_service_client::DestinationServiceClient::new(owner.clone())
+        .register_destination(pb::RegisterDestinationRequest {
+            org_id: org.to_string(),
+            fields: Some(pb::DestinationFields {
+                name: "bench".into(),
+                kind: Some(pb::destination_fields::Kind::Local(pb::LocalDestination {
+                    path: root.to_string_lossy().into_owned(),
+                })),
+            }),
+        })
+        .await
+        .context("register the destination")?
+        .into_inner()
+        .destination_id;
+    let schedule_ids = register(args, org, owner.clone(), &agents, &destination).await?;
     println!(
         "registered {} databases and {} schedules in {:.1} s",
         agents.len(),
@@ -324,7 +348,9 @@ async fn enroll(
 ) -> anyhow::Result<Vec<(String, Channel)>> {
     let n = args.agents;
     let keys = tokio::task::spawn_blocking(move || {
-        (0..n).map(|_| agent_key()).collect::<anyhow::Result<Vec<_>>>()
+        (0..n)
+            .map(|_| agent_key())
+            .collect::<anyhow::Result<Vec<_>>>()
     })
     .await
     .context("join the key generator")??;
@@ -377,7 +403,10 @@ async fn wait_until_scheduling_knows(server: &BenchServer, agents: usize) -> any
         if usize::try_from(known).unwrap_or(0) >= agents {
             return Ok(());
         }
-        ensure!(Instant::now() < deadline, "scheduling knows {known} of {agents} agents");
+        ensure!(
+            Instant::now() < deadline,
+            "scheduling knows {known} of {agents} agents"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -388,11 +417,11 @@ async fn register(
     org: coffer_types::OrgId,
     owner: coffer_loadtests::server::Authed,
     agents: &[(String, Channel)],
+    destination: &str,
 ) -> anyhow::Result<Vec<String>> {
     let databases: Vec<String> = futures::stream::iter(agents.iter().enumerate())
         .map(|(i, (agent, _))| {
-            let mut client =
-                pb::database_service_client::DatabaseServiceClient::new(owner.clone());
+            let mut client = pb::database_service_client::DatabaseServiceClient::new(owner.clone());
             async move {
                 Ok::<_, anyhow::Error>(
                     client
@@ -427,10 +456,10 @@ async fn register(
     let cron = format!("*/{} * * * * *", args.period);
     futures::stream::iter(0..args.schedules)
         .map(|i| {
-            let mut client =
-                pb::schedule_service_client::ScheduleServiceClient::new(owner.clone());
+            let mut client = pb::schedule_service_client::ScheduleServiceClient::new(owner.clone());
             let database = databases[i % databases.len()].clone();
             let cron = cron.clone();
+            let destination = destination.to_owned();
             async move {
                 Ok::<_, anyhow::Error>(
                     client
@@ -439,7 +468,7 @@ async fn register(
                             fields: Some(pb::ScheduleFields {
                                 name: format!("schedule-{i}"),
                                 database_id: database,
-                                destination_id: uuid::Uuid::now_v7().to_string(),
+                                destination_id: destination,
                                 cron,
                                 timezone: "UTC".into(),
                                 max_attempts: 1,
@@ -468,8 +497,7 @@ async fn pause_all(
 ) -> anyhow::Result<()> {
     futures::stream::iter(schedules.iter().cloned())
         .map(|id| {
-            let mut client =
-                pb::schedule_service_client::ScheduleServiceClient::new(owner.clone());
+            let mut client = pb::schedule_service_client::ScheduleServiceClient::new(owner.clone());
             async move {
                 client
                     .pause_schedule(pb::PauseScheduleRequest {

@@ -5,7 +5,11 @@
 //! KMS never holds a connection, and every consequential action commits its event before its
 //! result leaves this layer (P3).
 
+mod service_release;
+
 use std::sync::Arc;
+
+pub use service_release::ServiceReleaseRequest;
 
 use age_core::format::FileKey;
 use coffer_db::TenantTx;

@@ -5,7 +5,11 @@
 //! gRPC layer (`coffer_auth`'s table). Every change commits its event and the read model in one
 //! tenant transaction.
 
+mod destinations;
+
 use std::sync::Arc;
+
+pub use destinations::{KeyError, KeyPurpose, StorageAccess, StorageKeys, location};
 
 use coffer_db::TenantTx;
 use coffer_eventstore::{EventStore, ExecuteError, Projection};
@@ -39,16 +43,18 @@ pub enum Error {
     /// It exists already (AlreadyExists); the message names the field.
     #[error("{0}")]
     AlreadyExists(String),
-    /// A report refused for the state it found: a stale fencing token, a job no longer held
-    /// (FailedPrecondition).
-    #[error("{0}")]
-    Refused(String),
-    /// A part this request needs is not running here (Unavailable).
-    #[error("{0}")]
-    Unavailable(&'static str),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] coffer_eventstore::Error),
+    /// The request is refused in the current state with a message built at run time
+    /// (FailedPrecondition): a failed destination probe, an unusable access key, a stale
+    /// fencing token, a job no longer held.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something this request needs cannot answer now, or is not available in this deployment
+    /// (Unavailable). Nothing was stored.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<coffer_db::Error> for Error {
@@ -82,6 +88,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(store::Databases),
         Arc::new(store::Schedules),
         Arc::new(store::Jobs),
+        Arc::new(store::destinations::Destinations),
     ]
 }
 
@@ -92,6 +99,8 @@ pub struct Scheduling {
     /// The job runtime (wake-ups, ticket signer, timing); `None` in tools that only rebuild
     /// projections.
     jobs: Option<Arc<JobRuntime>>,
+    /// The SSRF guard and the access-key source destinations are probed with.
+    storage: StorageAccess,
 }
 
 /// The aggregate id of a database: its database id.
@@ -126,12 +135,20 @@ impl Scheduling {
         Self {
             store: EventStore::new(db, projections()),
             jobs: None,
+            storage: StorageAccess::default(),
         }
     }
 
     /// The same application, able to run schedules and hand out jobs.
     pub fn with_jobs(mut self, runtime: JobRuntime) -> Self {
         self.jobs = Some(Arc::new(runtime));
+        self
+    }
+
+    /// The same application, probing destinations with `storage` (by default every guarded
+    /// address class and every local path is refused, and S3 destinations have no keys).
+    pub fn with_storage(mut self, storage: StorageAccess) -> Self {
+        self.storage = storage;
         self
     }
 

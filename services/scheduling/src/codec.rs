@@ -1,6 +1,8 @@
 //! Protobuf encoding of the scheduling events (`coffer.events.v1`), with the validation a
 //! stored or received payload needs on the way back in.
 
+mod destination;
+
 use coffer_eventstore::{DecodeError, DomainEvent};
 use coffer_proto::events::v1 as pb;
 use prost::Message;

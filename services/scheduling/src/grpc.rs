@@ -3,6 +3,8 @@
 //! Every handler asks the `Caller` the server's auth layer attached to authorise the org the
 //! request names; the permission comes from the RPC table in `coffer_auth`.
 
+mod destinations;
+
 use coffer_auth::grpc::authorize;
 use coffer_proto::request::{id, text};
 use coffer_proto::scheduling::v1 as pb;
@@ -24,11 +26,11 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::Precondition(m) => Status::failed_precondition(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
-            Error::Refused(m) => Status::failed_precondition(m),
-            Error::Unavailable(m) => Status::unavailable(m),
             Error::Store(coffer_eventstore::Error::Conflict { .. }) => {
                 Status::aborted("the resource changed concurrently; retry")
             }
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unavailable(m) => Status::unavailable(m),
             Error::Store(e) => {
                 tracing::error!(error = %e, "scheduling storage failure");
                 Status::unavailable("storage is unavailable")
@@ -75,7 +77,8 @@ impl From<DatabaseView> for pb::Database {
     }
 }
 
-/// `DatabaseService`, `ScheduleService`, `JobService` and `AgentJobService`.
+/// `DatabaseService`, `DestinationService`, `ScheduleService`, `JobService` and
+/// `AgentJobService`.
 #[derive(Debug, Clone)]
 pub struct SchedulingGrpc {
     app: Scheduling,

@@ -1,8 +1,11 @@
 //! The scheduling service: the database registry (backup targets and the agents serving
-//! them), schedules (cron in an IANA zone, jitter, missed-run policy, GFS retention), and jobs
-//! (claims with leases and fencing tokens, retries, cancellation, signed job tickets).
+//! them), storage destinations (S3-compatible buckets and local directories, probed before
+//! they are saved, reached only through the SSRF guard of `coffer_storage`), schedules (cron in
+//! an IANA zone, jitter, missed-run policy, GFS retention), and jobs (claims with leases and
+//! fencing tokens, retries, cancellation, signed job tickets).
 //!
-//! - [`domain`]: the pure `Database`, `Schedule` and `Job` aggregates: every rule, no I/O.
+//! - [`domain`]: the pure `Database`, `Destination`, `Schedule` and `Job` aggregates: every
+//!   rule, no I/O.
 //! - [`tickets`]: the job-ticket signing key; [`wakeups`]: how a claimable job reaches a
 //!   long-polling agent.
 //! - [`app`]: commands and queries; [`store`]: the read model; [`grpc`]: the adapter.

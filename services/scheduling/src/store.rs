@@ -1,6 +1,8 @@
 //! The read model of the scheduling service (a projection kept in the append transaction) and
 //! the queries over it.
 
+pub mod destinations;
+
 use chrono::{DateTime, Utc};
 use coffer_eventstore::{Aggregate, Projection, ProjectionError, RecordedEvent};
 use coffer_types::{AgentId, OrgId, VaultRef};

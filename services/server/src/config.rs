@@ -50,6 +50,47 @@ pub struct Config {
     /// `[scheduler]`: the scheduler's tick and grace, job leases, retries, polls and tickets.
     #[serde(default)]
     pub scheduler: coffer_scheduling::Settings,
+    /// `[scheduling]`: what storage destinations may reach.
+    #[serde(default)]
+    pub scheduling: SchedulingConfig,
+}
+
+/// `[scheduling]`: the scheduling service's storage destinations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulingConfig {
+    /// Address classes S3 endpoints may reach besides public addresses: any of `loopback`,
+    /// `private`, `link_local`, `metadata`. Default none. Unspecified, multicast, broadcast,
+    /// reserved and documentation addresses are never allowed.
+    #[serde(default)]
+    pub ssrf_allow: Vec<String>,
+    /// Absolute, normalised directories local destinations must lie under. Empty (the default)
+    /// refuses local destinations.
+    #[serde(default)]
+    pub local_roots: Vec<std::path::PathBuf>,
+}
+
+impl SchedulingConfig {
+    /// The SSRF guard's policy, or the rule a value breaks.
+    pub fn policy(&self) -> Result<coffer_storage::Policy, Error> {
+        let mut allow = Vec::new();
+        for class in &self.ssrf_allow {
+            allow.push(coffer_storage::AddressClass::parse(class).ok_or_else(|| {
+                Error::Invalid {
+                    field: "scheduling.ssrf_allow",
+                    rule: format!(
+                        "must hold only loopback, private, link_local or metadata, not {class:?}"
+                    ),
+                }
+            })?);
+        }
+        coffer_storage::Policy::new(allow, self.local_roots.clone()).map_err(|rule| {
+            Error::Invalid {
+                field: "scheduling.local_roots",
+                rule: format!("entry {rule}"),
+            }
+        })
+    }
 }
 
 /// `[credentials]`: the credentials service.
@@ -364,6 +405,7 @@ impl Config {
             });
         }
         self.pki.settings()?;
+        self.scheduling.policy()?;
         for provider in &self.auth.oidc {
             provider.validate().map_err(|e| Error::Invalid {
                 field: "auth.oidc",
@@ -469,6 +511,50 @@ mod tests {
             assert!(
                 err.contains("duplicate_window must be at least 2m"),
                 "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_scheduling_section_names_address_classes_and_absolute_local_roots() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[scheduling]\nssrf_allow = [\"loopback\", \"private\"]\nlocal_roots = [\"/srv/backups\"]\n",
+            )?;
+            let c = Config::load(Some(Path::new("c.toml")), &Overrides::default()).unwrap();
+            let policy = c.scheduling.policy().unwrap();
+            assert_eq!(policy.allow.len(), 2);
+            assert_eq!(
+                policy.local_roots,
+                [std::path::PathBuf::from("/srv/backups")]
+            );
+            assert!(
+                Config::load(None, &Overrides::default())
+                    .unwrap()
+                    .scheduling
+                    .policy()
+                    .unwrap()
+                    .allow
+                    .is_empty()
+            );
+
+            jail.create_file("bad.toml", "[scheduling]\nssrf_allow = [\"everything\"]\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("configuration: scheduling.ssrf_allow must hold only"),
+                "{err}"
+            );
+            jail.create_file("rel.toml", "[scheduling]\nlocal_roots = [\"backups\"]\n")?;
+            let err = Config::load(Some(Path::new("rel.toml")), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                "configuration: scheduling.local_roots entry backups must be an absolute path"
             );
             Ok(())
         });

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod diag;
 pub mod startup;
+pub mod storage_keys;
 pub mod tls;
 
 /// Every service schema this binary knows, in migration order.

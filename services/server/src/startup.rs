@@ -18,7 +18,8 @@ use coffer_proto::credentials::v1::{
 use coffer_proto::diagnostics::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use coffer_proto::scheduling::v1::{
     agent_job_service_server::AgentJobServiceServer,
-    database_service_server::DatabaseServiceServer, job_service_server::JobServiceServer,
+    database_service_server::DatabaseServiceServer,
+    destination_service_server::DestinationServiceServer, job_service_server::JobServiceServer,
     schedule_service_server::ScheduleServiceServer,
 };
 use coffer_scheduling::grpc::SchedulingGrpc;
@@ -57,7 +58,8 @@ pub enum Target {
     Credentials,
     /// Audit: every org's tamper-evident log, checkpoints, proofs and export.
     Audit,
-    /// Scheduling: databases, schedules, the scheduler, jobs and job tickets.
+    /// Scheduling: databases, storage destinations, schedules, the scheduler, jobs and job
+    /// tickets.
     Scheduling,
     /// Diagnostics: the event pipeline probe.
     Diag,
@@ -359,11 +361,14 @@ impl Application {
                 .add_service(TokenServiceServer::new(grpc));
         }
 
+        // Scheduling releases destinations' access keys through it when both run here.
+        let mut credentials_app = None;
         if let Some(db) = credentials_db {
             let kms = kms.clone().ok_or_else(|| {
                 BootError::Missing("the credentials target needs [kms] configured".to_owned())
             })?;
             let app = Credentials::new(db.clone(), kms).with_ticket_keys(authenticator.clone());
+            credentials_app = Some(app.clone());
             background.extend(pipeline(
                 &config,
                 &js,
@@ -465,13 +470,25 @@ impl Application {
                     url: config.nats.url.clone(),
                     reason,
                 })?;
-            let app = coffer_scheduling::Scheduling::new(db.clone()).with_jobs(
-                coffer_scheduling::JobRuntime {
+            let policy = config
+                .scheduling
+                .policy()
+                .map_err(|e| BootError::Missing(e.to_string()))?;
+            let keys = credentials_app.map(|credentials| {
+                Arc::new(crate::storage_keys::InProcessKeys::new(credentials))
+                    as Arc<dyn coffer_scheduling::app::StorageKeys>
+            });
+            let storage = coffer_scheduling::app::StorageAccess::new(
+                coffer_storage::Guard::new(policy),
+                keys,
+            );
+            let app = coffer_scheduling::Scheduling::new(db.clone())
+                .with_storage(storage)
+                .with_jobs(coffer_scheduling::JobRuntime {
                     settings: config.scheduler.clone(),
                     wakeups,
                     tickets,
-                },
-            );
+                });
             background.extend(pipeline(
                 &config,
                 &js,
@@ -493,6 +510,9 @@ impl Application {
                 .set_serving::<DatabaseServiceServer<SchedulingGrpc>>()
                 .await;
             health
+                .set_serving::<DestinationServiceServer<SchedulingGrpc>>()
+                .await;
+            health
                 .set_serving::<ScheduleServiceServer<SchedulingGrpc>>()
                 .await;
             health
@@ -504,6 +524,7 @@ impl Application {
             let grpc = SchedulingGrpc::new(app);
             router = router
                 .add_service(DatabaseServiceServer::new(grpc.clone()))
+                .add_service(DestinationServiceServer::new(grpc.clone()))
                 .add_service(ScheduleServiceServer::new(grpc.clone()))
                 .add_service(JobServiceServer::new(grpc.clone()))
                 .add_service(AgentJobServiceServer::new(grpc));

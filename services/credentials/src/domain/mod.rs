@@ -5,6 +5,7 @@ pub mod credential;
 pub mod org_key;
 pub mod release;
 pub mod rotation;
+pub mod service_release;
 
 pub use coffer_types::FieldError;
 pub(crate) use coffer_types::clean_name;

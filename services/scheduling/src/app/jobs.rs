@@ -15,12 +15,14 @@ use secrecy::SecretString;
 
 use super::{Error, Scheduling};
 use crate::domain::database::DatabaseSpec;
+use crate::domain::destination::Kind;
 use crate::domain::job::{
     Artifact, Backoff, Fired, Job, JobCommand, JobError, JobKind, JobSpec, JobState, Trigger,
     scheduled_job_id,
 };
 use crate::domain::schedule::{Schedule, ScheduleCommand};
 use crate::domain::timing::Firing;
+use crate::store::destinations::DestinationView;
 use crate::store::{self, JobFilter, JobView, Lease, Progress};
 use crate::tickets::Tickets;
 use crate::wakeups::Wakeups;
@@ -129,6 +131,8 @@ pub struct ClaimedJob {
     pub database: DatabaseSpec,
     /// For a restore: the backup's artifact.
     pub restore_artifact: Option<Artifact>,
+    /// Where the backup goes (or comes from).
+    pub destination: DestinationView,
     /// The signed ticket for the credentials service (a bearer credential: never logged).
     pub ticket: SecretString,
 }
@@ -151,9 +155,11 @@ impl From<ExecuteError<JobError>> for Error {
                 Error::AlreadyExists(e.to_string())
             }
             ExecuteError::Rejected(e @ JobError::StaleFencingToken { .. }) => {
-                Error::Refused(e.to_string())
+                Error::FailedPrecondition(e.to_string())
             }
-            ExecuteError::Rejected(e @ JobError::WrongState(_)) => Error::Refused(e.to_string()),
+            ExecuteError::Rejected(e @ JobError::WrongState(_)) => {
+                Error::FailedPrecondition(e.to_string())
+            }
             ExecuteError::Store(s) => Error::Store(s),
         }
     }
@@ -177,7 +183,7 @@ impl Scheduling {
     fn runtime(&self) -> Result<&Arc<JobRuntime>, Error> {
         self.jobs
             .as_ref()
-            .ok_or(Error::Unavailable("the job runtime is not configured"))
+            .ok_or_else(|| Error::Unavailable("the job runtime is not configured".into()))
     }
 
     /// Creates a job in `tx` for `org`.
@@ -398,16 +404,29 @@ impl Scheduling {
             .await?;
             return Ok(None);
         };
+        let Some(destination) =
+            store::destinations::destination(&mut tx, job.spec.destination_id).await?
+        else {
+            tx.rollback().await?;
+            self.fail_unrunnable(agent, org, id, "the job's destination was removed")
+                .await?;
+            return Ok(None);
+        };
         let restore_artifact = match job.spec.restore_of {
             None => None,
             Some(backup) => store::job(&mut tx, backup).await?.and_then(|b| b.artifact),
         };
+        // The credentials the attempt needs: the database password, and the bucket's key.
+        let mut vault_refs = vec![database.spec.password_vault_ref.to_string()];
+        if let Kind::S3(s3) = &destination.spec.kind {
+            vault_refs.push(s3.access_key_vault_ref.to_string());
+        }
         let ticket = JobTicket::new(
             id,
             job.attempt,
             agent,
             org,
-            vec![database.spec.password_vault_ref.to_string()],
+            vault_refs,
             std::time::SystemTime::now(),
             runtime.tickets.lifetime(),
         );
@@ -418,7 +437,7 @@ impl Scheduling {
         let ticket = runtime
             .tickets
             .issue(ticket)
-            .map_err(|e| Error::Unavailable(leak_reason(e)))?;
+            .map_err(|e| Error::Unavailable(leak_reason(e).into()))?;
         tx.commit().await?;
         tracing::info!(%org, job_id = %id, %agent, attempt = job.attempt, "job claimed");
         Ok(Some(ClaimedJob {
@@ -426,6 +445,7 @@ impl Scheduling {
             lease,
             database: database.spec,
             restore_artifact,
+            destination,
             ticket: SecretString::from(ticket),
         }))
     }
@@ -526,7 +546,7 @@ impl Scheduling {
         let now = Utc::now();
         let until = now + Settings::chrono(runtime.settings.lease);
         if !store::extend_lease(&mut tx, id, fencing_token, until, progress, now).await? {
-            return Err(Error::Refused(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "the lease of fencing_token {fencing_token} has ended"
             )));
         }

@@ -41,6 +41,14 @@ async fn check_targets(tx: &mut TenantTx, spec: &ScheduleSpec) -> Result<(), Err
             "database_id names no database of this org",
         ));
     }
+    if store::destinations::destination(tx, spec.destination_id)
+        .await?
+        .is_none()
+    {
+        return Err(Error::Precondition(
+            "destination_id names no destination of this org",
+        ));
+    }
     Ok(())
 }
 

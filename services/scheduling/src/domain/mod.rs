@@ -2,6 +2,7 @@
 //! async-nats; its tests are given/when/then without I/O.
 
 pub mod database;
+pub mod destination;
 pub mod job;
 pub mod retention;
 pub mod schedule;

@@ -84,6 +84,7 @@ impl From<ClaimedJob> for pb::ClaimedJob {
                 password_vault_ref: d.password_vault_ref.to_string(),
             }),
             restore_artifact: c.restore_artifact.map(artifact_to_pb),
+            destination: Some(c.destination.into()),
             ticket: c.ticket.expose_secret().to_owned(),
             job: Some(job_to_pb(c.job, None)),
         }

@@ -26,7 +26,7 @@ use crate::helpers::Provider;
 
 /// Records every field of every span, as created and as later recorded.
 #[derive(Clone, Default)]
-struct SpanFields(Arc<Mutex<String>>);
+pub(crate) struct SpanFields(pub(crate) Arc<Mutex<String>>);
 
 struct Writer<'a>(&'a mut String);
 
@@ -52,7 +52,7 @@ impl<S: Subscriber> Layer<S> for SpanFields {
 }
 
 /// The forms a secret would take in a log line, a span field or an error string.
-fn forms(secret: &[u8]) -> Vec<String> {
+pub(crate) fn forms(secret: &[u8]) -> Vec<String> {
     let mut forms = vec![
         hex::encode(secret),
         base64::engine::general_purpose::STANDARD.encode(secret),

@@ -185,10 +185,30 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
         .unwrap()
         .into_inner()
         .database_id;
+    let destination_dir = app.local_root().join(coffer_testkit::unique("x"));
+    std::fs::create_dir(&destination_dir).unwrap();
+    let destination_fields = sched::DestinationFields {
+        name: "nas".into(),
+        kind: Some(sched::destination_fields::Kind::Local(
+            sched::LocalDestination {
+                path: destination_dir.to_string_lossy().into_owned(),
+            },
+        )),
+    };
+    let destination =
+        sched::destination_service_client::DestinationServiceClient::new(a_channel.clone())
+            .register_destination(sched::RegisterDestinationRequest {
+                org_id: a_id.clone(),
+                fields: Some(destination_fields.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .destination_id;
     let schedule_fields = sched::ScheduleFields {
         name: "nightly".into(),
         database_id: database.clone(),
-        destination_id: uuid::Uuid::now_v7().to_string(),
+        destination_id: destination.clone(),
         cron: "0 3 * * *".into(),
         ..Default::default()
     };
@@ -237,6 +257,7 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
     let master_keys = cred::master_key_service_client::MasterKeyServiceClient::new(ch.clone());
     let audit_log = audit::audit_service_client::AuditServiceClient::new(ch.clone());
     let databases = sched::database_service_client::DatabaseServiceClient::new(ch.clone());
+    let destinations = sched::destination_service_client::DestinationServiceClient::new(ch.clone());
     let schedules = sched::schedule_service_client::ScheduleServiceClient::new(ch.clone());
     let jobs = sched::job_service_client::JobServiceClient::new(ch.clone());
     let probes = diag::diagnostics_service_client::DiagnosticsServiceClient::new(ch);
@@ -571,6 +592,64 @@ async fn p5_every_rpc_called_with_another_orgs_credentials_on_this_orgs_ids_is_n
             org_id: a_id.clone(),
             database_id: database.clone(),
             reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DestinationService/RegisterDestination",
+        destinations,
+        register_destination,
+        sched::RegisterDestinationRequest {
+            org_id: a_id.clone(),
+            fields: Some(sched::DestinationFields {
+                name: "b-was-here".into(),
+                ..destination_fields.clone()
+            }),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DestinationService/ChangeDestination",
+        destinations,
+        change_destination,
+        sched::ChangeDestinationRequest {
+            org_id: a_id.clone(),
+            destination_id: destination.clone(),
+            fields: Some(destination_fields.clone()),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DestinationService/GetDestination",
+        destinations,
+        get_destination,
+        sched::GetDestinationRequest {
+            org_id: a_id.clone(),
+            destination_id: destination.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DestinationService/ListDestinations",
+        destinations,
+        list_destinations,
+        sched::ListDestinationsRequest {
+            org_id: a_id.clone(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DestinationService/RemoveDestination",
+        destinations,
+        remove_destination,
+        sched::RemoveDestinationRequest {
+            org_id: a_id.clone(),
+            destination_id: destination.clone(),
+            reason: "x".into(),
+        }
+    );
+    probe!(
+        "/coffer.scheduling.v1.DestinationService/ProbeDestination",
+        destinations,
+        probe_destination,
+        sched::ProbeDestinationRequest {
+            org_id: a_id.clone(),
+            destination_id: destination.clone(),
         }
     );
     probe!(

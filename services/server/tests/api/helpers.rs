@@ -13,7 +13,9 @@ use coffer_proto::enrollment::v1::{
     api_key_service_client::ApiKeyServiceClient, org_service_client::OrgServiceClient,
     token_service_client::TokenServiceClient,
 };
-use coffer_server::config::{AuthConfig, Config, GrpcConfig, NatsConfig, TlsConfig};
+use coffer_server::config::{
+    AuthConfig, Config, GrpcConfig, NatsConfig, SchedulingConfig, TlsConfig,
+};
 use coffer_server::startup::{Application, Target};
 use coffer_testkit::TestDb;
 use coffer_types::OrgId;
@@ -39,6 +41,8 @@ pub struct TestApp {
     kms: Arc<dyn Kms>,
     kms_config: KmsConfig,
     _kms_dir: tempfile::TempDir,
+    /// The one directory local destinations may lie under (`scheduling.local_roots`).
+    local_root: tempfile::TempDir,
     _tls_dir: Option<tempfile::TempDir>,
     _stop: oneshot::Sender<()>,
 }
@@ -78,6 +82,17 @@ pub async fn authed_at(url: &str, api_key: &str) -> Authed {
         .expect("exchange")
         .into_inner()
         .access_token;
+    InterceptedService::new(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
+}
+
+/// A plaintext channel to a server at `url` sending `token` as is (for a server without the
+/// enrollment target, which cannot exchange API keys itself).
+pub async fn with_token_at(url: &str, token: &str) -> Authed {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     InterceptedService::new(channel, Bearer(format!("Bearer {token}").parse().unwrap()))
 }
 
@@ -130,6 +145,38 @@ impl TestApp {
             .connect()
             .await
             .unwrap()
+    }
+
+    /// The directory local destinations may lie under (its real path).
+    pub fn local_root(&self) -> std::path::PathBuf {
+        std::fs::canonicalize(self.local_root.path()).unwrap()
+    }
+
+    /// Registers a local destination of `org` in a fresh directory under the app's local root;
+    /// returns its id and the directory.
+    pub async fn local_destination(&self, org: &TestOrg) -> (String, std::path::PathBuf) {
+        use coffer_proto::scheduling::v1 as sched;
+        let dir = self.local_root().join(coffer_testkit::unique("dest"));
+        std::fs::create_dir(&dir).unwrap();
+        let id = sched::destination_service_client::DestinationServiceClient::new(
+            self.authed(&org.owner_key).await,
+        )
+        .register_destination(sched::RegisterDestinationRequest {
+            org_id: org.org.to_string(),
+            fields: Some(sched::DestinationFields {
+                name: coffer_testkit::unique("local-"),
+                kind: Some(sched::destination_fields::Kind::Local(
+                    sched::LocalDestination {
+                        path: dir.to_string_lossy().into_owned(),
+                    },
+                )),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .destination_id;
+        (id, dir)
     }
 
     /// The KMS the app wraps keys with (for tests that inspect or mint with its CAs).
@@ -289,6 +336,12 @@ pub fn config(db: &DbConfig, bus: &BusConfig, kms_dir: &std::path::Path) -> Conf
             poll_max_wait: Duration::from_secs(10),
             ..Default::default()
         },
+        // Destinations may reach the stack's loopback servers (moto); `spawn` adds the app's
+        // own temporary local root.
+        scheduling: SchedulingConfig {
+            ssrf_allow: vec!["loopback".into()],
+            local_roots: vec![],
+        },
     }
 }
 
@@ -366,6 +419,8 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
     let kms_dir = tempfile::tempdir().unwrap();
     let mut config = config(&db.config, &bus, kms_dir.path());
     config.kms = Some(provider.master_key(kms_dir.path()).await);
+    let local_root = tempfile::tempdir().unwrap();
+    config.scheduling.local_roots = vec![std::fs::canonicalize(local_root.path()).unwrap()];
     configure(&mut config);
     let kms_config = config.kms.clone().expect("a KMS");
     let kms = coffer_kms::from_config(&kms_config)
@@ -403,6 +458,7 @@ pub async fn spawn(provider: Provider, configure: impl FnOnce(&mut Config)) -> T
         kms,
         kms_config,
         _kms_dir: kms_dir,
+        local_root,
         _tls_dir: None,
         _stop: stop,
     }

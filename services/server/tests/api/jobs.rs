@@ -35,6 +35,7 @@ async fn agent(app: &TestApp, org: &TestOrg) -> (String, Agent) {
 
 struct Setup {
     org: TestOrg,
+    destination: String,
     agent_id: String,
     agent: Agent,
     database: pb::Database,
@@ -53,7 +54,9 @@ async fn setup(app: &TestApp, name: &str) -> Setup {
         .await
         .unwrap()
         .into_inner();
+    let (destination, _) = app.local_destination(&org).await;
     Setup {
+        destination,
         schedules: ScheduleServiceClient::new(app.authed(&org.owner_key).await),
         jobs: JobServiceClient::new(app.authed(&org.owner_key).await),
         org,
@@ -68,7 +71,7 @@ impl Setup {
         pb::ScheduleFields {
             name: name.into(),
             database_id: self.database.database_id.clone(),
-            destination_id: uuid::Uuid::now_v7().to_string(),
+            destination_id: self.destination.clone(),
             cron: cron.into(),
             timezone: "Europe/Berlin".into(),
             ..Default::default()

@@ -8,6 +8,7 @@ mod canary;
 mod cli;
 mod credentials;
 mod cross_tenant;
+mod destinations;
 mod diag;
 mod enrollment;
 mod grpc;

@@ -514,10 +514,11 @@ async fn rebuilding_the_scheduling_projections_yields_identical_tables() {
     let mut jobs = coffer_proto::scheduling::v1::job_service_client::JobServiceClient::new(
         app.authed(&acme.owner_key).await,
     );
+    let (destination, _) = app.local_destination(&acme).await;
     let schedule_fields = |name: &str| pb::ScheduleFields {
         name: name.into(),
         database_id: a.database_id.clone(),
-        destination_id: uuid::Uuid::now_v7().to_string(),
+        destination_id: destination.clone(),
         cron: "15 3 * * *".into(),
         timezone: "Asia/Tokyo".into(),
         jitter_seconds: 900,

@@ -30,6 +30,7 @@ async fn p5_every_table_with_org_id_has_row_level_security_enabled_and_forced() 
         "coffer_diag.processed_events",
         "coffer_diag.probes",
         "coffer_scheduling.databases",
+        "coffer_scheduling.destinations",
         "coffer_scheduling.events",
     ] {
         assert!(names.contains(expected), "{expected} not walked: {names:?}");
