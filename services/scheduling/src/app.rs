@@ -40,14 +40,13 @@ pub enum Error {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] coffer_eventstore::Error),
-    /// The request is refused in the current state with a message built at run time
-    /// (FailedPrecondition): a failed destination probe, an unusable access key.
+    /// Refused for the state it found, with a message built at run time (FailedPrecondition):
+    /// a failed destination probe, an unusable access key.
     #[error("{0}")]
-    FailedPrecondition(String),
-    /// Something this request needs cannot answer now, or is not available in this deployment
-    /// (Unavailable). Nothing was stored.
+    Refused(String),
+    /// A part this request needs is not running here (Unavailable).
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(&'static str),
 }
 
 impl From<coffer_db::Error> for Error {

@@ -26,7 +26,7 @@ impl From<Error> for Status {
             Error::Store(coffer_eventstore::Error::Conflict { .. }) => {
                 Status::aborted("the resource changed concurrently; retry")
             }
-            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Refused(m) => Status::failed_precondition(m),
             Error::Unavailable(m) => Status::unavailable(m),
             Error::Store(e) => {
                 tracing::error!(error = %e, "scheduling storage failure");

@@ -58,8 +58,7 @@ impl StorageKeys for InProcessKeys {
                 other => {
                     tracing::error!(error = %other, org_id = %org, "storage key release failed");
                     KeyError::Unavailable(
-                        "the destination's access key cannot be released now; nothing was saved"
-                            .into(),
+                        "the destination's access key cannot be released now; nothing was saved",
                     )
                 }
             })?;

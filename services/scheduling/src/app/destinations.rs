@@ -48,7 +48,7 @@ pub enum KeyError {
     Precondition(String),
     /// The credentials service cannot answer now (Unavailable).
     #[error("{0}")]
-    Unavailable(String),
+    Unavailable(&'static str),
 }
 
 /// Where scheduling gets a destination's access key without holding secrets at rest: the
@@ -141,7 +141,7 @@ impl Probing {
     fn refused(self, refused: coffer_storage::Refused) -> Error {
         match self {
             Probing::Request => Error::Invalid(FieldError::new(refused.field, refused.rule)),
-            Probing::Saved => Error::FailedPrecondition(refused.to_string()),
+            Probing::Saved => Error::Refused(refused.to_string()),
         }
     }
 }
@@ -245,7 +245,7 @@ impl Scheduling {
                         EndpointError::Refused(r) => probing.refused(r),
                         // Well-formed but unreachable: the world, not the request, is at fault.
                         unresolved @ EndpointError::Unresolved { .. } => {
-                            Error::FailedPrecondition(unresolved.to_string())
+                            Error::Refused(unresolved.to_string())
                         }
                     })?
             }
@@ -259,8 +259,7 @@ impl Scheduling {
                 let keys = access.keys.as_ref().ok_or_else(|| {
                     Error::Unavailable(
                         "S3 destinations need the credentials target in the same process as \
-                         scheduling (coffer serve --target all); this deployment runs them apart"
-                            .into(),
+                         scheduling (coffer serve --target all); this deployment runs them apart",
                     )
                 })?;
                 let key = keys
@@ -272,7 +271,7 @@ impl Scheduling {
                     )
                     .await
                     .map_err(|e| match e {
-                        KeyError::Precondition(m) => Error::FailedPrecondition(m),
+                        KeyError::Precondition(m) => Error::Refused(m),
                         KeyError::Unavailable(m) => Error::Unavailable(m),
                     })?;
                 Some(key)
@@ -283,15 +282,13 @@ impl Scheduling {
             .await
             .map_err(|e| match e {
                 coffer_storage::OpenError::Refused(r) => probing.refused(r),
-                e @ coffer_storage::OpenError::MissingKey => {
-                    Error::FailedPrecondition(e.to_string())
-                }
+                e @ coffer_storage::OpenError::MissingKey => Error::Refused(e.to_string()),
             })?;
         store.probe().await.map_err(|e| {
             tracing::info!(step = %e.step, cause = %e.cause, "destination probe failed");
             match e.cause {
                 coffer_storage::Error::Refused(r) => probing.refused(r),
-                _ => Error::FailedPrecondition(e.to_string()),
+                _ => Error::Refused(e.to_string()),
             }
         })
     }
