@@ -1487,6 +1487,18 @@ async fn the_cli_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
         table.contains("next page: --page-token"),
         "the table says how to continue: {table}"
     );
+    let out = coffer(
+        &app,
+        key,
+        &["job", "restore", &first_id, "--database", &database],
+    )
+    .await;
+    assert_eq!(
+        failure_line(&out),
+        "coffer: start restore: failed precondition: backup_job_id must name a succeeded backup \
+         job",
+        "only a succeeded backup restores"
+    );
     let detail = stdout(&coffer(&app, key, &["job", "get", &first_id]).await);
     assert!(
         detail.contains("pending") && detail.contains(&schedule),

@@ -1401,6 +1401,20 @@ async fn the_sdk_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
     assert_eq!(jobs.get(org, job.job_id).await.unwrap(), job);
     let second = jobs.run_now(org, id).await.unwrap();
     let third = jobs.run_now(org, id).await.unwrap();
+    // A restore needs a succeeded backup (an agent completing one needs mTLS, which this
+    // plaintext server cannot serve beside the SDK; the restore's refusals show the call).
+    let err = jobs.restore(org, second.job_id, None).await.unwrap_err();
+    assert_eq!(
+        err,
+        Error::FailedPrecondition {
+            message: "backup_job_id must name a succeeded backup job".into()
+        }
+    );
+    let err = jobs
+        .restore(org, coffer_sdk::JobId::new(), Some(database.database_id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
 
     let page = jobs
         .list(org, &JobQuery::new().schedule(id).page_size(2))
