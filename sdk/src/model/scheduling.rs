@@ -411,9 +411,9 @@ pub struct Schedule {
     pub fields: ScheduleFields,
     /// Whether it is paused: nothing fires until it is resumed.
     pub paused: bool,
-    /// The due time it waits for; `None` while paused.
+    /// The due time it waits for; `None` while paused (or if its cron matches no later date).
     pub next_due_at: Option<DateTime<Utc>>,
-    /// When that run fires (the due time plus jitter); `None` while paused.
+    /// When that run fires (the due time plus jitter); `None` with `next_due_at`.
     pub next_fire_at: Option<DateTime<Utc>>,
     /// The due time of its latest run; `None` before the first.
     pub last_due_at: Option<DateTime<Utc>>,
@@ -643,9 +643,9 @@ impl TryFrom<pb::Schedule> for Schedule {
     fn try_from(s: pb::Schedule) -> Result<Self, Error> {
         let next_due_at = optional_time(s.next_due_at, "Schedule.next_due_at")?;
         let next_fire_at = optional_time(s.next_fire_at, "Schedule.next_fire_at")?;
-        if !s.paused && (next_due_at.is_none() || next_fire_at.is_none()) {
+        if next_due_at.is_some() != next_fire_at.is_some() {
             return Err(Error::protocol(
-                "Schedule.next_due_at and Schedule.next_fire_at are required while it runs",
+                "Schedule.next_due_at and Schedule.next_fire_at come together",
             ));
         }
         Ok(Self {
@@ -873,14 +873,16 @@ mod tests {
                 }
             );
         }
-        let running_without_due = pb::Schedule {
-            next_due_at: None,
+        let due_without_fire = pb::Schedule {
+            next_fire_at: None,
             ..schedule()
         };
-        assert!(matches!(
-            Schedule::try_from(running_without_due),
-            Err(Error::Protocol { .. })
-        ));
+        assert_eq!(
+            Schedule::try_from(due_without_fire).unwrap_err(),
+            Error::Protocol {
+                message: "Schedule.next_due_at and Schedule.next_fire_at come together".into()
+            }
+        );
         let paused = pb::Schedule {
             paused: true,
             next_due_at: None,
