@@ -1597,3 +1597,171 @@ async fn the_cli_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
         Value::Array(vec![])
     );
 }
+
+/// Runs `coffer <args>` like [`coffer`] against a TLS `app`, trusting its certificate (the file
+/// `ca`) the way a user would: through `SSL_CERT_FILE`, which the system roots include.
+async fn coffer_trusting(
+    app: &TestApp,
+    ca: &std::path::Path,
+    api_key: &str,
+    args: &[&str],
+) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_SERVER", app.url())
+        .env("COFFER_API_KEY", api_key)
+        .env("SSL_CERT_FILE", ca)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run coffer")
+}
+
+fn parsed(out: &Output) -> Value {
+    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
+}
+
+#[tokio::test]
+async fn the_cli_follows_a_backup_an_agent_runs_to_success_and_restores_it() {
+    use coffer_proto::scheduling::v1 as pb;
+
+    // Agents need mTLS, so the server speaks TLS; the CLI trusts its certificate.
+    let app = crate::helpers::spawn_tls_app().await;
+    let acme = app.new_org("Acme").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("server.pem");
+    std::fs::write(&ca, app.tls_ca.as_deref().unwrap()).unwrap();
+    let key = acme.owner_key.as_str();
+    let (agent_id, mut agent) = crate::jobs::agent(&app, &acme).await;
+    let vault_ref = format!("vault:coffer/{}/{}", acme.org, uuid::Uuid::now_v7());
+
+    let database = parsed(
+        &coffer_trusting(
+            &app,
+            &ca,
+            key,
+            &[
+                "database",
+                "register",
+                "orders",
+                "--host",
+                "10.0.0.7",
+                "--database",
+                "orders",
+                "--user",
+                "backup",
+                "--password-ref",
+                &vault_ref,
+                "--agent",
+                &agent_id,
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let database_id = database["database_id"].as_str().unwrap().to_owned();
+    let schedule = parsed(
+        &coffer_trusting(
+            &app,
+            &ca,
+            key,
+            &[
+                "schedule",
+                "create",
+                "yearly",
+                "--database",
+                &database_id,
+                "--destination",
+                &uuid::Uuid::now_v7().to_string(),
+                "--cron",
+                "30 2 1 1 *",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(schedule["timezone"], "UTC", "the default zone");
+    let schedule_id = schedule["schedule_id"].as_str().unwrap().to_owned();
+    let job =
+        parsed(&coffer_trusting(&app, &ca, key, &["job", "run-now", &schedule_id, "--json"]).await);
+    let job_id = job["job_id"].as_str().unwrap().to_owned();
+
+    // The agent claims it, reports progress, and completes it with its artifact.
+    let claimed = agent
+        .poll_jobs(pb::PollJobsRequest { wait_seconds: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .expect("the job within the poll");
+    assert_eq!(claimed.job.unwrap().job_id, job_id);
+    agent
+        .heartbeat(pb::HeartbeatRequest {
+            job_id: job_id.clone(),
+            fencing_token: claimed.fencing_token,
+            progress: Some(pb::Progress {
+                bytes_read: 1000,
+                bytes_written: 400,
+                bytes_per_second: 200,
+            }),
+        })
+        .await
+        .unwrap();
+    let running =
+        parsed(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id, "--json"]).await);
+    assert_eq!(running["state"], "running");
+    assert_eq!(running["progress"]["bytes_written"], 400);
+    let table = stdout(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id]).await);
+    assert!(
+        table.contains("1000 bytes read, 400 written, 200 bytes/s"),
+        "{table}"
+    );
+    let artifact = crate::jobs::artifact();
+    agent
+        .complete_job(pb::CompleteJobRequest {
+            job_id: job_id.clone(),
+            fencing_token: claimed.fencing_token,
+            artifact: Some(artifact.clone()),
+        })
+        .await
+        .unwrap();
+    let done = parsed(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id, "--json"]).await);
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["artifact"]["object_key"], artifact.object_key.as_str());
+    assert_eq!(done["artifact"]["sha256"], artifact.sha256.as_str());
+    assert_eq!(done["artifact"]["size_bytes"], artifact.size_bytes);
+    assert!(done["finished_at"].is_string(), "{done}");
+    let table = stdout(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id]).await);
+    assert!(
+        table.contains(&artifact.object_key) && table.contains(&artifact.sha256),
+        "{table}"
+    );
+    let out = coffer_trusting(&app, &ca, key, &["job", "cancel", &job_id]).await;
+    assert_eq!(
+        failure_line(&out),
+        "coffer: cancel job: failed precondition: job is succeeded"
+    );
+
+    // Its restore: a pending restore job into the backup's own database.
+    let restore =
+        parsed(&coffer_trusting(&app, &ca, key, &["job", "restore", &job_id, "--json"]).await);
+    assert_eq!(restore["kind"], "restore");
+    assert_eq!(restore["trigger"], "manual");
+    assert_eq!(restore["state"], "pending");
+    assert_eq!(restore["restore_of"], job_id.as_str());
+    assert_eq!(restore["database_id"], database_id.as_str());
+    assert!(restore["schedule_id"].is_null(), "{restore}");
+    let listed = parsed(
+        &coffer_trusting(
+            &app,
+            &ca,
+            key,
+            &["job", "list", "--state", "succeeded", "--json"],
+        )
+        .await,
+    );
+    let listed = listed["jobs"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["job_id"], job_id.as_str());
+}

@@ -1401,8 +1401,9 @@ async fn the_sdk_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
     assert_eq!(jobs.get(org, job.job_id).await.unwrap(), job);
     let second = jobs.run_now(org, id).await.unwrap();
     let third = jobs.run_now(org, id).await.unwrap();
-    // A restore needs a succeeded backup (an agent completing one needs mTLS, which this
-    // plaintext server cannot serve beside the SDK; the restore's refusals show the call).
+    // A restore needs a succeeded backup, which needs an agent over mTLS and so a TLS server
+    // (`cli::the_cli_follows_a_backup_an_agent_runs_to_success_and_restores_it`); here the
+    // refusals show the call.
     let err = jobs.restore(org, second.job_id, None).await.unwrap_err();
     assert_eq!(
         err,
