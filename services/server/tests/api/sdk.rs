@@ -1468,6 +1468,43 @@ async fn the_sdk_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
     let err = jobs.get(org, coffer_sdk::JobId::new()).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::NotFound), "{err}");
 
+    // Another org sees none of it, whichever org it names (P5).
+    let other = owner(&app, &app.new_org("Other").await).await;
+    for err in [
+        other.schedules().get(org, id).await.unwrap_err(),
+        other.schedules().get(other.org(), id).await.unwrap_err(),
+        other
+            .jobs()
+            .get(other.org(), second.job_id)
+            .await
+            .unwrap_err(),
+        other
+            .jobs()
+            .cancel(other.org(), second.job_id, "")
+            .await
+            .unwrap_err(),
+        other
+            .databases()
+            .get(other.org(), database.database_id)
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    }
+    assert!(
+        other
+            .jobs()
+            .list(other.org(), &JobQuery::new())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        jobs.get(org, second.job_id).await.unwrap().state,
+        JobState::Pending
+    );
+
     // Deleting the schedule keeps its jobs; removing the database frees it.
     schedules.delete(org, id, "replaced").await.unwrap();
     let err = schedules.get(org, id).await.unwrap_err();
