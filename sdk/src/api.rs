@@ -2,7 +2,7 @@
 //! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
 //! [`Client::tokens`], [`Client::enrollment_tokens`], [`Client::agents`],
 //! [`Client::credentials`], [`Client::org_keys`], [`Client::master_keys`], [`Client::audit`],
-//! [`Client::diagnostics`].
+//! [`Client::databases`], [`Client::schedules`], [`Client::jobs`], [`Client::diagnostics`].
 
 use std::time::Duration;
 
@@ -32,12 +32,16 @@ use secrecy::{ExposeSecret, SecretSlice};
 
 use crate::client::Rpc;
 use crate::model::{next_page, page_request};
+
+mod scheduling;
+
 use crate::{
     AccessToken, Agent, ApiKey, AuditEntry, AuditQuery, Checkpoint, Client, ConsistencyProof,
     CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl, EnrollmentToken,
     EntryProof, Error, ExportOptions, ExportedBundle, Jwks, KeyCoverage, MasterKeyRotation, Member,
     NewApiKey, Org, OrgRecipient, Page, Probe, Purpose, RecoveryKey, SentProbe,
 };
+pub use scheduling::{Databases, Jobs, Schedules};
 
 /// Organisations (`coffer.enrollment.v1.OrgService`).
 #[derive(Debug, Clone, Copy)]

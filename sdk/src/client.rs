@@ -19,8 +19,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::api::{
-    Agents, ApiKeys, Audit, Credentials, Diagnostics, EnrollmentTokens, MasterKeys, Members,
-    OrgKeys, Orgs, Tokens,
+    Agents, ApiKeys, Audit, Credentials, Databases, Diagnostics, EnrollmentTokens, Jobs,
+    MasterKeys, Members, OrgKeys, Orgs, Schedules, Tokens,
 };
 use crate::retry::{Kind, RetryPolicy};
 use crate::token::{self, Exchange};
@@ -266,6 +266,21 @@ impl Client {
     /// bundle. Owners, admins and auditors.
     pub fn audit(&self) -> Audit<'_> {
         Audit::new(self)
+    }
+
+    /// The database registry: the org's backup targets and the agents that reach them.
+    pub fn databases(&self) -> Databases<'_> {
+        Databases::new(self)
+    }
+
+    /// Backup schedules: cron timing in a time zone, pause and resume, retention.
+    pub fn schedules(&self) -> Schedules<'_> {
+        Schedules::new(self)
+    }
+
+    /// Backup and restore jobs: run a schedule now, restore, cancel, follow.
+    pub fn jobs(&self) -> Jobs<'_> {
+        Jobs::new(self)
     }
 
     /// End-to-end checks of a running deployment.

@@ -16,10 +16,12 @@
 //! - **Types.** One typed client per service ([`Client::orgs`], [`Client::members`],
 //!   [`Client::api_keys`], [`Client::tokens`], [`Client::enrollment_tokens`],
 //!   [`Client::agents`], [`Client::credentials`], [`Client::org_keys`],
-//!   [`Client::master_keys`], [`Client::audit`], [`Client::diagnostics`]) taking and returning
-//!   SDK types: ids as the
-//!   [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`]/[`CredentialId`]
-//!   newtypes, roles as [`Role`], times as `chrono` UTC, audit-log hashes as [`Hash`]. Answers
+//!   [`Client::master_keys`], [`Client::audit`], [`Client::databases`], [`Client::schedules`],
+//!   [`Client::jobs`], [`Client::diagnostics`]) taking and returning SDK types: ids as the
+//!   [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`]/[`CredentialId`]/
+//!   [`DatabaseId`]/[`DestinationId`]/[`ScheduleId`]/[`JobId`] newtypes, roles as [`Role`],
+//!   closed sets of names as enums ([`Engine`], [`JobState`], [`JobKind`], …), times as
+//!   `chrono` UTC, durations as [`std::time::Duration`], audit-log hashes as [`Hash`]. Answers
 //!   are validated; a malformed one is [`Error::Protocol`]. The one protobuf type exposed is
 //!   [`BundleRecord`], because the audit export bundle file is made of exactly those messages.
 //! - **Secrets.** Secrets the server returns (new API keys and enrollment tokens, the
@@ -79,8 +81,8 @@ mod retry;
 mod token;
 
 pub use api::{
-    Agents, ApiKeys, Audit, BundleStream, Credentials, Diagnostics, EnrollmentTokens, MasterKeys,
-    Members, OrgKeys, Orgs, Tokens,
+    Agents, ApiKeys, Audit, BundleStream, Credentials, Databases, Diagnostics, EnrollmentTokens,
+    Jobs, MasterKeys, Members, OrgKeys, Orgs, Schedules, Tokens,
 };
 pub use client::{Client, ClientOptions};
 pub use coffer_auth::Role;
@@ -88,16 +90,18 @@ pub use coffer_auth::Role;
 /// message itself: the file format is made of these).
 pub use coffer_proto::audit::v1::BundleRecord;
 pub use coffer_types::{
-    Actor, ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, EventId,
-    OrgId, UserId,
+    Actor, ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, DatabaseId, DestinationId,
+    EnrollmentTokenId, EventId, JobId, OrgId, ScheduleId, UserId,
 };
 pub use error::Error;
 pub use model::{
-    AccessToken, Agent, ApiKey, AuditEntry, AuditQuery, Checkpoint, ConsistencyProof,
-    CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl, EnrollmentToken,
-    EntryProof, Event, ExportOptions, ExportedBundle, Hash, Jwk, Jwks, KeyCoverage,
-    KeyCoverageEntry, MasterKeyRotation, Member, NewApiKey, Org, OrgRecipient, Page,
-    ParsePurposeError, Probe, Purpose, RecoveryKey, RotationState, SentProbe, WrappedKeyPurpose,
+    AccessToken, Agent, ApiKey, Artifact, AuditEntry, AuditQuery, Checkpoint, ConsistencyProof,
+    CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl, Database, DatabaseFields,
+    Engine, EnrollmentToken, EntryProof, Event, ExportOptions, ExportedBundle, Hash, Job, JobKind,
+    JobQuery, JobState, JobTrigger, Jwk, Jwks, KeyCoverage, KeyCoverageEntry, MasterKeyRotation,
+    Member, MissedRuns, NewApiKey, Org, OrgRecipient, Page, ParseNameError, ParsePurposeError,
+    Probe, Progress, Purpose, RecoveryKey, Retention, RotationState, Schedule, ScheduleFields,
+    SentProbe, WrappedKeyPurpose,
 };
 pub use retry::RetryPolicy;
 pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};

@@ -22,6 +22,13 @@ use serde::Serialize;
 
 use crate::Error;
 
+mod scheduling;
+
+pub use scheduling::{
+    Artifact, Database, DatabaseFields, Engine, Job, JobKind, JobQuery, JobState, JobTrigger,
+    MissedRuns, ParseNameError, Progress, Retention, Schedule, ScheduleFields,
+};
+
 /// A customer organisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]

@@ -124,6 +124,22 @@ define_id!(
     /// A credential in an org's vault (its value is never returned to users).
     CredentialId
 );
+define_id!(
+    /// A database registered as a backup target.
+    DatabaseId
+);
+define_id!(
+    /// A storage destination backups are written to.
+    DestinationId
+);
+define_id!(
+    /// A backup schedule: a database, a destination, a cron expression and a retention policy.
+    ScheduleId
+);
+define_id!(
+    /// One backup or restore job.
+    JobId
+);
 
 impl OrgId {
     /// The platform pseudo-org: events that belong to no customer (platform bootstrap, CA root).

@@ -9,8 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use coffer_sdk::{
-    ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, EnrollmentTokenId, OrgId, Purpose,
-    Role, SecretString, UserId,
+    ActorKind, AgentId, AggregateId, ApiKeyId, CredentialId, DatabaseId, DestinationId, Engine,
+    EnrollmentTokenId, JobId, JobState, MissedRuns, OrgId, Purpose, Role, ScheduleId, SecretString,
+    UserId,
 };
 
 use crate::startup::Target;
@@ -159,6 +160,43 @@ pub enum Command {
         /// Which one.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The database registry: the org's backup targets and the agents that reach them
+    /// (client).
+    Database {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: DatabaseCommand,
+    },
+    /// Backup schedules: cron timing in a time zone, pause and resume, retention (client).
+    Schedule {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Backup and restore jobs: run a schedule now, restore, cancel, follow (client).
+    Job {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: JobCommand,
     },
     /// Diagnostics against a running server (client).
     Diag {
@@ -560,6 +598,240 @@ pub struct AuditVerifyArgs {
     /// `coffer audit checkpoint --json` shows it).
     #[arg(long, value_name = "VKEY")]
     pub key: Option<String>,
+}
+
+/// `coffer database …`.
+#[derive(Debug, Subcommand)]
+pub enum DatabaseCommand {
+    /// Register a database as a backup target.
+    Register {
+        /// Its name in the registry (1 to 128 characters), unique in the org.
+        name: String,
+        /// postgresql, mariadb or mysql.
+        #[arg(long, default_value = "postgresql")]
+        engine: Engine,
+        /// DNS name or IP address, as the agent reaches it.
+        #[arg(long)]
+        host: String,
+        /// The port (default: the engine's, 5432 or 3306).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The database to back up.
+        #[arg(long)]
+        database: String,
+        /// The user to connect as.
+        #[arg(long)]
+        user: String,
+        /// The password's credential: `vault:coffer/<org>/<credential>` (`coffer credential
+        /// create … --purpose database` prints it).
+        #[arg(long, value_name = "VAULT_REF")]
+        password_ref: String,
+        /// The enrolled agent that reaches it.
+        #[arg(long, value_name = "AGENT_ID")]
+        agent: AgentId,
+    },
+    /// Change some of a database's settings; the others stay as they are.
+    Change {
+        /// The database's id.
+        database_id: DatabaseId,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// postgresql, mariadb or mysql.
+        #[arg(long)]
+        engine: Option<Engine>,
+        /// DNS name or IP address.
+        #[arg(long)]
+        host: Option<String>,
+        /// The port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// The database to back up.
+        #[arg(long)]
+        database: Option<String>,
+        /// The user to connect as.
+        #[arg(long)]
+        user: Option<String>,
+        /// The password's credential (`vault:coffer/<org>/<credential>`).
+        #[arg(long, value_name = "VAULT_REF")]
+        password_ref: Option<String>,
+        /// The enrolled agent that reaches it.
+        #[arg(long, value_name = "AGENT_ID")]
+        agent: Option<AgentId>,
+    },
+    /// Show one database.
+    Get {
+        /// The database's id.
+        database_id: DatabaseId,
+    },
+    /// List the org's databases.
+    List,
+    /// Remove a database from the registry; its name is free again.
+    Remove {
+        /// The database's id.
+        database_id: DatabaseId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `coffer schedule …`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: back up a database to a destination when a cron expression says so.
+    Create {
+        /// Its name (1 to 128 characters).
+        name: String,
+        /// The database to back up.
+        #[arg(long, value_name = "DATABASE_ID")]
+        database: DatabaseId,
+        /// Where the backups go.
+        #[arg(long, value_name = "DESTINATION_ID")]
+        destination: DestinationId,
+        /// 5 fields (minute hour day-of-month month day-of-week) or 6 (seconds first), e.g.
+        /// "30 2 * * *".
+        #[arg(long)]
+        cron: String,
+        /// The rest.
+        #[command(flatten)]
+        settings: ScheduleSettings,
+    },
+    /// Change some of a schedule's settings; the others stay as they are.
+    Change {
+        /// The schedule's id.
+        schedule_id: ScheduleId,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The database to back up.
+        #[arg(long, value_name = "DATABASE_ID")]
+        database: Option<DatabaseId>,
+        /// Where the backups go.
+        #[arg(long, value_name = "DESTINATION_ID")]
+        destination: Option<DestinationId>,
+        /// A new cron expression.
+        #[arg(long)]
+        cron: Option<String>,
+        /// The rest.
+        #[command(flatten)]
+        settings: ScheduleSettings,
+    },
+    /// Show one schedule.
+    Get {
+        /// The schedule's id.
+        schedule_id: ScheduleId,
+    },
+    /// List the org's schedules.
+    List,
+    /// Pause a schedule: nothing fires until it is resumed.
+    Pause {
+        /// The schedule's id.
+        schedule_id: ScheduleId,
+    },
+    /// Resume a schedule from its first due time after now.
+    Resume {
+        /// The schedule's id.
+        schedule_id: ScheduleId,
+    },
+    /// Delete a schedule; its jobs and backups stay.
+    Delete {
+        /// The schedule's id.
+        schedule_id: ScheduleId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// A schedule's optional settings; on `create` an absent one takes its default, on `change`
+/// it keeps its current value.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleSettings {
+    /// The IANA time zone the cron expression is read in (default UTC).
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// Start each run up to this long after its due time: seconds, or e.g. `10m` (at most a
+    /// day; default 0).
+    #[arg(long, value_name = "DURATION", value_parser = jitter)]
+    pub jitter: Option<Duration>,
+    /// Runs that fell due while no scheduler ran: run_once (default) or skip.
+    #[arg(long, value_name = "POLICY")]
+    pub missed_runs: Option<MissedRuns>,
+    /// Keep the newest N backups.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Attempts per run, 1 to 10 (default 3).
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+}
+
+/// `coffer job …`.
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Back up a schedule's database now, outside its cron.
+    RunNow {
+        /// The schedule's id.
+        schedule_id: ScheduleId,
+    },
+    /// Restore a succeeded backup.
+    Restore {
+        /// The backup job's id.
+        backup_job_id: JobId,
+        /// Restore into this database (default: the backup's own).
+        #[arg(long, value_name = "DATABASE_ID")]
+        database: Option<DatabaseId>,
+    },
+    /// Cancel a job: a pending one at once, a running one at its agent's next heartbeat.
+    Cancel {
+        /// The job's id.
+        job_id: JobId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show one job, with its progress while it runs.
+    Get {
+        /// The job's id.
+        job_id: JobId,
+    },
+    /// List the org's jobs, newest first, a page at a time.
+    List {
+        /// Jobs of this schedule.
+        #[arg(long, value_name = "SCHEDULE_ID")]
+        schedule: Option<ScheduleId>,
+        /// Jobs in this state: pending, claimed, running, succeeded, failed, cancelled or
+        /// timed_out.
+        #[arg(long)]
+        state: Option<JobState>,
+        /// At most this many (1 to 1000; default 100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Continue from a previous page.
+        #[arg(long, value_name = "TOKEN")]
+        page_token: Option<String>,
+    },
+}
+
+/// A jitter: whole seconds (`90`) or a humantime duration (`10m`).
+fn jitter(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("must be seconds or a duration such as 10m ({e})"))
 }
 
 fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {

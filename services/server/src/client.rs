@@ -1,5 +1,5 @@
 //! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|master-key|audit|
-//! diag …`), on top of `coffer-sdk`.
+//! database|schedule|job|diag …`), on top of `coffer-sdk`.
 //!
 //! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
 //! otherwise an aligned table. A secret the server returns once (a new API key or enrollment
@@ -8,6 +8,7 @@
 //! stdin, never from arguments, and never printed.
 
 pub mod audit;
+pub mod scheduling;
 
 use std::fmt;
 use std::fs::File;
@@ -34,7 +35,7 @@ use crate::cli::{
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `agent`,
-/// `credential`, `org-key`, `master-key`, `audit`, `diag`.
+/// `credential`, `org-key`, `master-key`, `audit`, `database`, `schedule`, `job`, `diag`.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Org {
@@ -82,6 +83,21 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             output,
             command,
         } => Box::pin(audit::run(&connect, output, command)).await,
+        Command::Database {
+            connect,
+            output,
+            command,
+        } => scheduling::database(&connect, output, command).await,
+        Command::Schedule {
+            connect,
+            output,
+            command,
+        } => scheduling::schedule(&connect, output, command).await,
+        Command::Job {
+            connect,
+            output,
+            command,
+        } => scheduling::job(&connect, output, command).await,
         Command::Diag {
             connect,
             command: DiagCommand::RoundTrip { note, timeout },

@@ -43,6 +43,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::OrgKey { .. }
         | Command::MasterKey { .. }
         | Command::Audit { .. }
+        | Command::Database { .. }
+        | Command::Schedule { .. }
+        | Command::Job { .. }
         | Command::Diag { .. }) => {
             let _telemetry = client_telemetry();
             Box::pin(coffer_server::client::run(command)).await
@@ -168,6 +171,9 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
         | Command::OrgKey { .. }
         | Command::MasterKey { .. }
         | Command::Audit { .. }
+        | Command::Database { .. }
+        | Command::Schedule { .. }
+        | Command::Job { .. }
         | Command::Diag { .. }
         | Command::Admin { .. } => {
             unreachable!("handled before loading server config")

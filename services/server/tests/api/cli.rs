@@ -1291,3 +1291,477 @@ async fn coffer_audit_verify_refuses_bad_bundles_with_a_clear_error_and_a_non_ze
     .await;
     assert!(stdout(&out).starts_with("verified "));
 }
+
+#[tokio::test]
+async fn the_cli_registers_a_database_schedules_it_and_runs_lists_and_cancels_its_jobs() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let agent = crate::scheduling::enrolled_agent(&app, &acme).await;
+    let key = acme.owner_key.as_str();
+    let vault_ref = format!("vault:coffer/{}/{}", acme.org, uuid::Uuid::now_v7());
+
+    // Databases.
+    let registered = json(
+        &app,
+        key,
+        &[
+            "database",
+            "register",
+            "orders",
+            "--host",
+            "db1.internal.example",
+            "--database",
+            "orders",
+            "--user",
+            "backup",
+            "--password-ref",
+            &vault_ref,
+            "--agent",
+            &agent,
+        ],
+    )
+    .await;
+    assert_eq!(registered["engine"], "postgresql");
+    assert_eq!(registered["port"], 5432);
+    assert_eq!(registered["agent_id"], agent.as_str());
+    let database = registered["database_id"].as_str().unwrap().to_owned();
+    let changed = json(
+        &app,
+        key,
+        &["database", "change", &database, "--port", "6432"],
+    )
+    .await;
+    assert_eq!(
+        (&changed["port"], &changed["version"], &changed["name"]),
+        (&Value::from(6432), &Value::from(2), &Value::from("orders")),
+        "only the port changed"
+    );
+    assert_eq!(changed["password_vault_ref"], vault_ref.as_str());
+    let table = stdout(&coffer(&app, key, &["database", "list"]).await);
+    assert!(table.starts_with("DATABASE ID"), "{table}");
+    assert!(
+        table.contains(&database) && table.contains("db1.internal.example:6432"),
+        "{table}"
+    );
+    assert_eq!(
+        json(&app, key, &["database", "get", &database]).await,
+        changed
+    );
+
+    // Schedules.
+    let destination = uuid::Uuid::now_v7().to_string();
+    let created = json(
+        &app,
+        key,
+        &[
+            "schedule",
+            "create",
+            "yearly",
+            "--database",
+            &database,
+            "--destination",
+            &destination,
+            "--cron",
+            "30 2 1 1 *",
+            "--timezone",
+            "Europe/Berlin",
+            "--jitter",
+            "5m",
+            "--missed-runs",
+            "skip",
+            "--keep-last",
+            "3",
+            "--keep-daily",
+            "7",
+            "--max-attempts",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(created["cron"], "30 2 1 1 *");
+    assert_eq!(created["timezone"], "Europe/Berlin");
+    assert_eq!(created["jitter_seconds"], 300);
+    assert_eq!(created["missed_runs"], "skip");
+    assert_eq!(created["retention"]["keep_last"], 3);
+    assert_eq!(created["retention"]["daily"], 7);
+    assert_eq!(created["retention"]["weekly"], 0);
+    assert_eq!(created["max_attempts"], 2);
+    assert_eq!(created["database_id"], database.as_str());
+    assert_eq!(created["destination_id"], destination.as_str());
+    assert_eq!(created["paused"], false);
+    assert!(created["next_due_at"].is_string(), "{created}");
+    let schedule = created["schedule_id"].as_str().unwrap().to_owned();
+
+    let changed = json(
+        &app,
+        key,
+        &[
+            "schedule",
+            "change",
+            &schedule,
+            "--cron",
+            "0 4 1 1 *",
+            "--jitter",
+            "30",
+            "--keep-weekly",
+            "4",
+        ],
+    )
+    .await;
+    assert_eq!(changed["cron"], "0 4 1 1 *");
+    assert_eq!(changed["jitter_seconds"], 30);
+    assert_eq!(changed["version"], 2);
+    assert_eq!(
+        (&changed["timezone"], &changed["missed_runs"]),
+        (&created["timezone"], &created["missed_runs"]),
+        "the rest stays"
+    );
+    assert_eq!(changed["retention"]["keep_last"], 3);
+    assert_eq!(changed["retention"]["weekly"], 4);
+
+    let paused = json(&app, key, &["schedule", "pause", &schedule]).await;
+    assert_eq!(paused["paused"], true);
+    assert!(paused["next_due_at"].is_null(), "{paused}");
+    let table = stdout(&coffer(&app, key, &["schedule", "list"]).await);
+    assert!(table.contains("paused"), "{table}");
+    let resumed = json(&app, key, &["schedule", "resume", &schedule]).await;
+    assert_eq!(resumed["paused"], false);
+    let table = stdout(&coffer(&app, key, &["schedule", "list"]).await);
+    for expected in [
+        schedule.as_str(),
+        "yearly",
+        "0 4 1 1 *",
+        "Europe/Berlin",
+        "active",
+        "last 3, daily 7, weekly 4",
+    ] {
+        assert!(table.contains(expected), "{expected} in {table}");
+    }
+    assert_eq!(
+        json(&app, key, &["schedule", "get", &schedule]).await,
+        resumed
+    );
+
+    // Jobs.
+    let first = json(&app, key, &["job", "run-now", &schedule]).await;
+    assert_eq!(
+        (&first["state"], &first["kind"], &first["trigger"]),
+        (
+            &Value::from("pending"),
+            &Value::from("backup"),
+            &Value::from("manual")
+        )
+    );
+    assert_eq!(first["schedule_id"], schedule.as_str());
+    assert_eq!(first["agent_id"], agent.as_str());
+    let first_id = first["job_id"].as_str().unwrap().to_owned();
+    let second = json(&app, key, &["job", "run-now", &schedule]).await;
+
+    let page = json(
+        &app,
+        key,
+        &["job", "list", "--schedule", &schedule, "--limit", "1"],
+    )
+    .await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["jobs"][0]["job_id"], second["job_id"], "newest first");
+    let token = page["next_page_token"].as_str().expect("a next page");
+    let rest = json(
+        &app,
+        key,
+        &[
+            "job",
+            "list",
+            "--schedule",
+            &schedule,
+            "--limit",
+            "1",
+            "--page-token",
+            token,
+        ],
+    )
+    .await;
+    assert_eq!(rest["jobs"][0]["job_id"], first_id.as_str());
+    let table = stdout(&coffer(&app, key, &["job", "list", "--limit", "1"]).await);
+    assert!(
+        table.contains("next page: --page-token"),
+        "the table says how to continue: {table}"
+    );
+    let out = coffer(
+        &app,
+        key,
+        &["job", "restore", &first_id, "--database", &database],
+    )
+    .await;
+    assert_eq!(
+        failure_line(&out),
+        "coffer: start restore: failed precondition: backup_job_id must name a succeeded backup \
+         job",
+        "only a succeeded backup restores"
+    );
+    let detail = stdout(&coffer(&app, key, &["job", "get", &first_id]).await);
+    assert!(
+        detail.contains("pending") && detail.contains(&schedule),
+        "{detail}"
+    );
+
+    let cancelled = json(
+        &app,
+        key,
+        &["job", "cancel", &first_id, "--reason", "not needed"],
+    )
+    .await;
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["reason"], "not needed");
+    assert!(cancelled["finished_at"].is_string(), "{cancelled}");
+    let listed = json(&app, key, &["job", "list", "--state", "cancelled"]).await;
+    let listed = listed["jobs"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["job_id"], first_id.as_str());
+    let out = coffer(&app, key, &["job", "cancel", &first_id]).await;
+    assert_eq!(
+        failure_line(&out),
+        "coffer: cancel job: failed precondition: job is cancelled"
+    );
+
+    // Bad input: refused by the server naming the field, or by the CLI naming the flag.
+    let create = |cron: &'static str, zone: &'static str| {
+        let (database, destination) = (database.clone(), destination.clone());
+        let app = &app;
+        async move {
+            coffer(
+                app,
+                key,
+                &[
+                    "schedule",
+                    "create",
+                    "bad",
+                    "--database",
+                    &database,
+                    "--destination",
+                    &destination,
+                    "--cron",
+                    cron,
+                    "--timezone",
+                    zone,
+                ],
+            )
+            .await
+        }
+    };
+    let line = failure_line(&create("61 * * * *", "UTC").await);
+    assert!(
+        line.starts_with("coffer: create schedule: invalid argument: cron "),
+        "{line}"
+    );
+    let line = failure_line(&create("0 3 * * *", "Mars/Base").await);
+    assert!(
+        line.starts_with("coffer: create schedule: invalid argument: timezone "),
+        "{line}"
+    );
+    for (flag, value) in [("--missed-runs", "sometimes"), ("--jitter", "soon")] {
+        let out = coffer(&app, key, &["schedule", "change", &schedule, flag, value]).await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+    let out = coffer(&app, key, &["job", "list", "--state", "stuck"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("job state must be one of pending, claimed, running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let schedules = json(&app, key, &["schedule", "list"]).await;
+    assert_eq!(schedules.as_array().unwrap().len(), 1, "nothing saved");
+    assert_eq!(schedules[0]["version"], resumed["version"]);
+
+    // Delete and remove.
+    let deleted = json(
+        &app,
+        key,
+        &["schedule", "delete", &schedule, "--reason", "replaced"],
+    )
+    .await;
+    assert_eq!(deleted["deleted"], true);
+    let line = failure_line(&coffer(&app, key, &["schedule", "get", &schedule]).await);
+    assert!(
+        line.starts_with("coffer: get schedule: not found: "),
+        "{line}"
+    );
+    let removed = json(&app, key, &["database", "remove", &database]).await;
+    assert_eq!(removed["removed"], true);
+    assert_eq!(
+        json(&app, key, &["database", "list"]).await,
+        Value::Array(vec![])
+    );
+}
+
+/// Runs `coffer <args>` like [`coffer`] against a TLS `app`, trusting its certificate (the file
+/// `ca`) the way a user would: through `SSL_CERT_FILE`, which the system roots include.
+async fn coffer_trusting(
+    app: &TestApp,
+    ca: &std::path::Path,
+    api_key: &str,
+    args: &[&str],
+) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(args)
+        .env("COFFER_SERVER", app.url())
+        .env("COFFER_API_KEY", api_key)
+        .env("SSL_CERT_FILE", ca)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run coffer")
+}
+
+fn parsed(out: &Output) -> Value {
+    serde_json::from_str(&stdout(out)).expect("stdout is one JSON document")
+}
+
+#[tokio::test]
+async fn the_cli_follows_a_backup_an_agent_runs_to_success_and_restores_it() {
+    use coffer_proto::scheduling::v1 as pb;
+
+    // Agents need mTLS, so the server speaks TLS; the CLI trusts its certificate.
+    let app = crate::helpers::spawn_tls_app().await;
+    let acme = app.new_org("Acme").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("server.pem");
+    std::fs::write(&ca, app.tls_ca.as_deref().unwrap()).unwrap();
+    let key = acme.owner_key.as_str();
+    let (agent_id, mut agent) = crate::jobs::agent(&app, &acme).await;
+    let vault_ref = format!("vault:coffer/{}/{}", acme.org, uuid::Uuid::now_v7());
+
+    let database = parsed(
+        &coffer_trusting(
+            &app,
+            &ca,
+            key,
+            &[
+                "database",
+                "register",
+                "orders",
+                "--host",
+                "10.0.0.7",
+                "--database",
+                "orders",
+                "--user",
+                "backup",
+                "--password-ref",
+                &vault_ref,
+                "--agent",
+                &agent_id,
+                "--json",
+            ],
+        )
+        .await,
+    );
+    let database_id = database["database_id"].as_str().unwrap().to_owned();
+    let schedule = parsed(
+        &coffer_trusting(
+            &app,
+            &ca,
+            key,
+            &[
+                "schedule",
+                "create",
+                "yearly",
+                "--database",
+                &database_id,
+                "--destination",
+                &uuid::Uuid::now_v7().to_string(),
+                "--cron",
+                "30 2 1 1 *",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(schedule["timezone"], "UTC", "the default zone");
+    let schedule_id = schedule["schedule_id"].as_str().unwrap().to_owned();
+    let job =
+        parsed(&coffer_trusting(&app, &ca, key, &["job", "run-now", &schedule_id, "--json"]).await);
+    let job_id = job["job_id"].as_str().unwrap().to_owned();
+
+    // The agent claims it, reports progress, and completes it with its artifact.
+    let claimed = agent
+        .poll_jobs(pb::PollJobsRequest { wait_seconds: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .expect("the job within the poll");
+    assert_eq!(claimed.job.unwrap().job_id, job_id);
+    agent
+        .heartbeat(pb::HeartbeatRequest {
+            job_id: job_id.clone(),
+            fencing_token: claimed.fencing_token,
+            progress: Some(pb::Progress {
+                bytes_read: 1000,
+                bytes_written: 400,
+                bytes_per_second: 200,
+            }),
+        })
+        .await
+        .unwrap();
+    let running =
+        parsed(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id, "--json"]).await);
+    assert_eq!(running["state"], "running");
+    assert_eq!(running["progress"]["bytes_written"], 400);
+    let table = stdout(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id]).await);
+    assert!(
+        table.contains("1000 bytes read, 400 written, 200 bytes/s"),
+        "{table}"
+    );
+    let artifact = crate::jobs::artifact();
+    agent
+        .complete_job(pb::CompleteJobRequest {
+            job_id: job_id.clone(),
+            fencing_token: claimed.fencing_token,
+            artifact: Some(artifact.clone()),
+        })
+        .await
+        .unwrap();
+    let done = parsed(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id, "--json"]).await);
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["artifact"]["object_key"], artifact.object_key.as_str());
+    assert_eq!(done["artifact"]["sha256"], artifact.sha256.as_str());
+    assert_eq!(done["artifact"]["size_bytes"], artifact.size_bytes);
+    assert!(done["finished_at"].is_string(), "{done}");
+    let table = stdout(&coffer_trusting(&app, &ca, key, &["job", "get", &job_id]).await);
+    assert!(
+        table.contains(&artifact.object_key) && table.contains(&artifact.sha256),
+        "{table}"
+    );
+    let out = coffer_trusting(&app, &ca, key, &["job", "cancel", &job_id]).await;
+    assert_eq!(
+        failure_line(&out),
+        "coffer: cancel job: failed precondition: job is succeeded"
+    );
+
+    // Its restore: a pending restore job into the backup's own database.
+    let restore =
+        parsed(&coffer_trusting(&app, &ca, key, &["job", "restore", &job_id, "--json"]).await);
+    assert_eq!(restore["kind"], "restore");
+    assert_eq!(restore["trigger"], "manual");
+    assert_eq!(restore["state"], "pending");
+    assert_eq!(restore["restore_of"], job_id.as_str());
+    assert_eq!(restore["database_id"], database_id.as_str());
+    assert!(restore["schedule_id"].is_null(), "{restore}");
+    let listed = parsed(
+        &coffer_trusting(
+            &app,
+            &ca,
+            key,
+            &["job", "list", "--state", "succeeded", "--json"],
+        )
+        .await,
+    );
+    let listed = listed["jobs"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["job_id"], job_id.as_str());
+}

@@ -18,10 +18,10 @@ use tonic::transport::Channel;
 
 use crate::helpers::{Authed, TestApp, TestOrg, spawn_tls_app, spawn_tls_app_with};
 
-type Agent = AgentJobServiceClient<Channel>;
+pub(crate) type Agent = AgentJobServiceClient<Channel>;
 
 /// An enrolled agent of `org` speaking mTLS, once scheduling knows it.
-async fn agent(app: &TestApp, org: &TestOrg) -> (String, Agent) {
+pub(crate) async fn agent(app: &TestApp, org: &TestOrg) -> (String, Agent) {
     let dir = tempfile::tempdir().unwrap();
     let (csr, key) = crate::agents::csr_and_key(dir.path(), "EC");
     let e = crate::agents::enroll(app, &crate::agents::new_token(app, org).await, &csr)
@@ -133,7 +133,7 @@ impl Setup {
     }
 }
 
-fn artifact() -> pb::Artifact {
+pub(crate) fn artifact() -> pb::Artifact {
     pb::Artifact {
         object_key: "acme/orders/backup.dump.zst.age".into(),
         size_bytes: 4096,
