@@ -1348,8 +1348,8 @@ async fn the_cli_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
         changed
     );
 
-    // Schedules.
-    let destination = uuid::Uuid::now_v7().to_string();
+    // Schedules, to a local destination.
+    let (destination, _) = app.local_destination(&acme).await;
     let created = json(
         &app,
         key,
@@ -1673,7 +1673,7 @@ async fn the_cli_follows_a_backup_an_agent_runs_to_success_and_restores_it() {
                 "--database",
                 &database_id,
                 "--destination",
-                &uuid::Uuid::now_v7().to_string(),
+                &app.local_destination(&acme).await.0,
                 "--cron",
                 "30 2 1 1 *",
                 "--json",

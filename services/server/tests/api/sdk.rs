@@ -1315,9 +1315,9 @@ async fn the_sdk_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
     assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
     assert!(err.to_string().contains("host"), "{err}");
 
-    // Schedules. The destination registry is not part of this service's checks yet, so any id
-    // does; the cron fires once a year, and no agent polls, so nothing runs by itself.
-    let destination = DestinationId::new();
+    // Schedules, to a local destination; the cron fires once a year, and no agent polls, so
+    // nothing runs by itself.
+    let destination: DestinationId = app.local_destination(&acme).await.0.parse().unwrap();
     let nightly = ScheduleFields::new("yearly", database.database_id, destination, "30 2 1 1 *")
         .timezone("Europe/Berlin")
         .jitter(Duration::from_secs(90))
