@@ -527,11 +527,11 @@ fn cpu_seconds() -> anyhow::Result<f64> {
         .context("parse /proc/self/stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
+        fields
             .get(i)
             .context("a /proc/self/stat field")?
             .parse::<f64>()
-            .context("a CPU time")?)
+            .context("a CPU time")
     };
     // USER_HZ, the unit of these fields, is 100 on Linux (x86_64 and aarch64 alike).
     let hz = 100.0;

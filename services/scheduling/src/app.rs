@@ -22,9 +22,11 @@ use crate::domain::database::{
 use crate::store::{self, AgentState, DatabaseView};
 
 mod jobs;
+mod retention;
 mod schedules;
 
 pub use jobs::{ClaimedJob, HeartbeatReply, JobRuntime, Settings};
+pub use retention::RetentionPass;
 
 /// Why a scheduling request was refused or failed.
 #[derive(Debug, thiserror::Error)]

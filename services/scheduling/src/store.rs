@@ -13,10 +13,10 @@ use crate::domain::database::{Database, DatabaseEvent, DatabaseSpec, Engine};
 mod jobs;
 mod schedules;
 
-pub use jobs::{JobFilter, JobView, Lease, Progress};
+pub use jobs::{JobFilter, JobView, Lease, Progress, RetainedBackup};
 pub(crate) use jobs::{
     Jobs, end_lease, expired_leases, extend_lease, job, jobs, next_claimable, progress,
-    ready_agents, start_lease,
+    ready_agents, retained_backups, retained_schedules, start_lease,
 };
 pub use schedules::ScheduleView;
 pub(crate) use schedules::{

@@ -233,6 +233,40 @@ impl Scheduling {
         spec: &DestinationSpec,
         probing: Probing,
     ) -> Result<(), Error> {
+        let store = self
+            .open_store(org, id, spec, KeyPurpose::DestinationProbe, probing)
+            .await?;
+        store.probe().await.map_err(|e| {
+            tracing::info!(step = %e.step, cause = %e.cause, "destination probe failed");
+            match e.cause {
+                coffer_storage::Error::Refused(r) => probing.refused(r),
+                _ => Error::FailedPrecondition(e.to_string()),
+            }
+        })
+    }
+
+    /// A handle on destination `id` of `org` for retention's deletions: the SSRF guard, then
+    /// the access key released for `retention`.
+    pub(crate) async fn open_for_retention(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+        spec: &DestinationSpec,
+    ) -> Result<Store, Error> {
+        self.open_store(org, id, spec, KeyPurpose::Retention, Probing::Saved)
+            .await
+    }
+
+    /// The SSRF guard at open time, then the access key released for `purpose`, then a store
+    /// whose every connection the guard checks again.
+    async fn open_store(
+        &self,
+        org: OrgId,
+        id: uuid::Uuid,
+        spec: &DestinationSpec,
+        purpose: KeyPurpose,
+        probing: Probing,
+    ) -> Result<Store, Error> {
         let access = &self.storage;
         let location = location(spec);
         match &location {
@@ -264,12 +298,7 @@ impl Scheduling {
                     )
                 })?;
                 let key = keys
-                    .storage_key(
-                        org,
-                        s3.access_key_vault_ref,
-                        KeyPurpose::DestinationProbe,
-                        id,
-                    )
+                    .storage_key(org, s3.access_key_vault_ref, purpose, id)
                     .await
                     .map_err(|e| match e {
                         KeyError::Precondition(m) => Error::FailedPrecondition(m),
@@ -279,21 +308,14 @@ impl Scheduling {
             }
             Kind::Local { .. } => None,
         };
-        let store = Store::open(&location, key, &access.guard)
+        Store::open(&location, key, &access.guard)
             .await
             .map_err(|e| match e {
                 coffer_storage::OpenError::Refused(r) => probing.refused(r),
                 e @ coffer_storage::OpenError::MissingKey => {
                     Error::FailedPrecondition(e.to_string())
                 }
-            })?;
-        store.probe().await.map_err(|e| {
-            tracing::info!(step = %e.step, cause = %e.cause, "destination probe failed");
-            match e.cause {
-                coffer_storage::Error::Refused(r) => probing.refused(r),
-                _ => Error::FailedPrecondition(e.to_string()),
-            }
-        })
+            })
     }
 
     /// Removes a destination of `org`.

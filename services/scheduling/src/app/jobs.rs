@@ -56,6 +56,10 @@ pub struct Settings {
     /// How long a job ticket lives (at most 5 minutes).
     #[serde(with = "humantime_serde")]
     pub ticket_lifetime: StdDuration,
+    /// How often every schedule's retention is applied, besides after each successful
+    /// backup (and once when the scheduler starts).
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: StdDuration,
 }
 
 impl Default for Settings {
@@ -68,6 +72,7 @@ impl Default for Settings {
             retry_max: StdDuration::from_secs(3600),
             poll_max_wait: StdDuration::from_secs(30),
             ticket_lifetime: StdDuration::from_secs(300),
+            retention_interval: StdDuration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -81,6 +86,7 @@ impl Settings {
             ("retry_base", self.retry_base),
             ("poll_max_wait", self.poll_max_wait),
             ("ticket_lifetime", self.ticket_lifetime),
+            ("retention_interval", self.retention_interval),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("scheduler.{key} must be greater than 0"));
@@ -155,6 +161,9 @@ impl From<ExecuteError<JobError>> for Error {
                 Error::AlreadyExists(e.to_string())
             }
             ExecuteError::Rejected(e @ JobError::StaleFencingToken { .. }) => {
+                Error::FailedPrecondition(e.to_string())
+            }
+            ExecuteError::Rejected(e @ JobError::NoBackup(_)) => {
                 Error::FailedPrecondition(e.to_string())
             }
             ExecuteError::Rejected(e @ JobError::WrongState(_)) => {
@@ -575,6 +584,19 @@ impl Scheduling {
         store::end_lease(&mut tx, id).await?;
         let job = store::job(&mut tx, id).await?.expect("it exists");
         tx.commit().await?;
+        // A new backup may push older ones out: apply the schedule's retention now, off the
+        // agent's request (its outcome is logged and recorded as events, and the daily sweep
+        // retries what fails).
+        if let (JobState::Succeeded, JobKind::Backup, Some(schedule)) =
+            (job.state, job.spec.kind, job.spec.schedule_id)
+        {
+            let app = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = app.apply_retention(org, schedule, Utc::now()).await {
+                    tracing::warn!(error = %e, %org, schedule_id = %schedule, "retention after a backup failed");
+                }
+            });
+        }
         if committed.state.state == JobState::Pending {
             // A retry: the scheduler wakes the agent when its backoff ends.
             tracing::info!(%org, job_id = %id, attempt = committed.state.attempt, "job attempt failed; retry scheduled");
@@ -822,9 +844,19 @@ impl Scheduling {
         let mut ticker = tokio::time::interval(runtime.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut woke_upto = Utc::now() - Duration::minutes(1);
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
             ticker.tick().await;
             let now = Utc::now();
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep = tokio::time::Instant::now() + runtime.settings.retention_interval;
+                let app = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = app.sweep_retention(Utc::now()).await {
+                        tracing::warn!(error = %e, "scheduler: retention sweep failed");
+                    }
+                });
+            }
             if let Err(e) = self.fire_due(now, 1000).await {
                 tracing::warn!(error = %e, "scheduler: cannot list due schedules");
             }

@@ -76,7 +76,7 @@ fn artifact_from_pb(t: &str, a: pb::Artifact) -> Result<Artifact, DecodeError> {
     .map_err(|e| bad(t, e))
 }
 
-const TYPES: [&str; 8] = [
+const TYPES: [&str; 10] = [
     "JobCreated",
     "JobClaimed",
     "JobStarted",
@@ -85,6 +85,8 @@ const TYPES: [&str; 8] = [
     "JobLeaseExpired",
     "JobCancelRequested",
     "JobCancelled",
+    "BackupExpired",
+    "BackupDeleted",
 ];
 
 impl DomainEvent for JobEvent {
@@ -98,6 +100,8 @@ impl DomainEvent for JobEvent {
             JobEvent::JobLeaseExpired { .. } => TYPES[5],
             JobEvent::JobCancelRequested { .. } => TYPES[6],
             JobEvent::JobCancelled { .. } => TYPES[7],
+            JobEvent::BackupExpired { .. } => TYPES[8],
+            JobEvent::BackupDeleted { .. } => TYPES[9],
         }
     }
 
@@ -157,6 +161,15 @@ impl DomainEvent for JobEvent {
             .encode_to_vec(),
             JobEvent::JobCancelled { reason } => pb::JobCancelled {
                 reason: reason.clone(),
+            }
+            .encode_to_vec(),
+            JobEvent::BackupExpired { object_key } => pb::BackupExpired {
+                object_key: object_key.clone(),
+            }
+            .encode_to_vec(),
+            JobEvent::BackupDeleted { object_key, error } => pb::BackupDeleted {
+                object_key: object_key.clone(),
+                error: error.clone().unwrap_or_default(),
             }
             .encode_to_vec(),
         }
@@ -235,9 +248,22 @@ impl DomainEvent for JobEvent {
                 let m = pb::JobCancelRequested::decode(payload).map_err(|e| bad(t, e))?;
                 JobEvent::JobCancelRequested { reason: m.reason }
             }
-            _ => {
+            "JobCancelled" => {
                 let m = pb::JobCancelled::decode(payload).map_err(|e| bad(t, e))?;
                 JobEvent::JobCancelled { reason: m.reason }
+            }
+            "BackupExpired" => {
+                let m = pb::BackupExpired::decode(payload).map_err(|e| bad(t, e))?;
+                JobEvent::BackupExpired {
+                    object_key: m.object_key,
+                }
+            }
+            _ => {
+                let m = pb::BackupDeleted::decode(payload).map_err(|e| bad(t, e))?;
+                JobEvent::BackupDeleted {
+                    object_key: m.object_key,
+                    error: (!m.error.is_empty()).then_some(m.error),
+                }
             }
         })
     }
@@ -310,6 +336,17 @@ mod tests {
             },
             JobEvent::JobCancelled {
                 reason: "stop".into(),
+            },
+            JobEvent::BackupExpired {
+                object_key: "a/b.age".into(),
+            },
+            JobEvent::BackupDeleted {
+                object_key: "a/b.age".into(),
+                error: Some("denied".into()),
+            },
+            JobEvent::BackupDeleted {
+                object_key: "a/b.age".into(),
+                error: None,
             },
         ] {
             let back = JobEvent::decode(event.event_type(), 1, &event.encode()).unwrap();

@@ -308,6 +308,10 @@ pub struct Job {
     pub artifact: Option<Artifact>,
     /// Why it failed, timed out or was cancelled.
     pub reason: String,
+    /// Retention expired its backup (the deletion may still be pending).
+    pub expired: bool,
+    /// Its backup object was deleted from the destination.
+    pub deleted: bool,
 }
 
 /// Commands.
@@ -370,6 +374,13 @@ pub enum JobCommand {
     ConfirmCancelled {
         /// The claim's token.
         fencing_token: u64,
+    },
+    /// Retention expired this succeeded backup: recorded before the object is deleted.
+    ExpireBackup,
+    /// The outcome of deleting the expired backup's object.
+    RecordDeletion {
+        /// `None`: deleted (or already gone); `Some(why)`: the destination refused or failed.
+        error: Option<String>,
     },
 }
 
@@ -437,6 +448,18 @@ pub enum JobEvent {
         /// Why.
         reason: String,
     },
+    /// Retention expired the backup; scheduling deletes its object next.
+    BackupExpired {
+        /// The object to delete.
+        object_key: String,
+    },
+    /// Scheduling tried to delete the expired backup's object: the storage outcome.
+    BackupDeleted {
+        /// The object.
+        object_key: String,
+        /// `None`: deleted; `Some(why)`: it failed and is retried at the next pass.
+        error: Option<String>,
+    },
 }
 
 /// Why a job command was refused.
@@ -462,6 +485,9 @@ pub enum JobError {
     /// The job is not in a state that allows the command (FailedPrecondition).
     #[error("job is {0}")]
     WrongState(&'static str),
+    /// Retention asked about a job that has no live backup (FailedPrecondition).
+    #[error("job has no backup to {0}")]
+    NoBackup(&'static str),
 }
 
 impl Aggregate for Job {
@@ -592,6 +618,28 @@ impl Aggregate for Job {
                     done => Err(JobError::WrongState(done.as_str())),
                 }
             }
+            JobCommand::ExpireBackup => {
+                let artifact = self.live_backup("expire")?;
+                if self.expired {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![JobEvent::BackupExpired {
+                    object_key: artifact.object_key.clone(),
+                }])
+            }
+            JobCommand::RecordDeletion { error } => {
+                let artifact = self.live_backup("delete")?;
+                if !self.expired {
+                    return Err(JobError::NoBackup("delete before it expired"));
+                }
+                let error = error
+                    .map(|e| clean_name("error", &e, MAX_REASON_CHARS))
+                    .transpose()?;
+                Ok(vec![JobEvent::BackupDeleted {
+                    object_key: artifact.object_key.clone(),
+                    error,
+                }])
+            }
             JobCommand::ConfirmCancelled { fencing_token } => {
                 self.held(fencing_token)?;
                 if !self.cancel_requested {
@@ -653,12 +701,22 @@ impl Aggregate for Job {
                 self.state = JobState::Cancelled;
                 self.reason = reason.clone();
             }
+            JobEvent::BackupExpired { .. } => self.expired = true,
+            JobEvent::BackupDeleted { error, .. } => self.deleted = error.is_none(),
         }
         self
     }
 }
 
 impl Job {
+    /// The artifact of a succeeded backup whose object was not deleted yet.
+    fn live_backup(&self, what: &'static str) -> Result<&Artifact, JobError> {
+        match (&self.state, &self.artifact) {
+            (JobState::Succeeded, Some(artifact)) if !self.deleted => Ok(artifact),
+            _ => Err(JobError::NoBackup(what)),
+        }
+    }
+
     /// The spec, if an agent holds the job under `fencing_token`.
     fn held(&self, fencing_token: u64) -> Result<&JobSpec, JobError> {
         let spec = self.spec.as_ref().ok_or(JobError::NotFound)?;
@@ -917,6 +975,50 @@ mod tests {
         })
         .unwrap();
         assert_eq!(job.state().state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn retention_expires_a_succeeded_backup_before_deleting_it_and_a_failed_deletion_is_retried() {
+        let mut job = Given::new(JobKind::Backup, 1);
+        assert_eq!(
+            job.when(JobCommand::ExpireBackup),
+            Err(JobError::NoBackup("expire"))
+        );
+        let token = job.claim(0);
+        job.when(JobCommand::CompleteJob {
+            fencing_token: token,
+            artifact: Some(artifact()),
+        })
+        .unwrap();
+        assert_eq!(
+            job.when(JobCommand::RecordDeletion { error: None }),
+            Err(JobError::NoBackup("delete before it expired"))
+        );
+        job.when(JobCommand::ExpireBackup).unwrap();
+        assert_eq!(job.when(JobCommand::ExpireBackup), Ok(Vec::new()), "once");
+        job.when(JobCommand::RecordDeletion {
+            error: Some("access denied".into()),
+        })
+        .unwrap();
+        assert!(
+            !job.state().deleted,
+            "a failed deletion leaves the backup to retry"
+        );
+        let deleted = job
+            .when(JobCommand::RecordDeletion { error: None })
+            .unwrap();
+        assert_eq!(
+            deleted,
+            vec![JobEvent::BackupDeleted {
+                object_key: artifact().object_key,
+                error: None
+            }]
+        );
+        assert!(job.state().deleted);
+        assert_eq!(
+            job.when(JobCommand::ExpireBackup),
+            Err(JobError::NoBackup("expire"))
+        );
     }
 
     #[test]

@@ -171,6 +171,29 @@ impl Projection for Jobs {
             JobEvent::JobCancelled { reason } => {
                 set_state(conn, event, JobState::Cancelled, Some(&reason)).await?;
             }
+            JobEvent::BackupExpired { .. } => {
+                sqlx::query(
+                    "UPDATE jobs SET expired_at = $2, version = $3, updated_at = $2 \
+                     WHERE job_id = $1",
+                )
+                .bind(id)
+                .bind(event.occurred_at)
+                .bind(i32::try_from(event.version).unwrap_or(i32::MAX))
+                .execute(&mut *conn)
+                .await?;
+            }
+            JobEvent::BackupDeleted { error, .. } => {
+                sqlx::query(
+                    "UPDATE jobs SET deleted_at = CASE WHEN $2::text IS NULL THEN $3 END, \
+                     deletion_error = $2, version = $4, updated_at = $3 WHERE job_id = $1",
+                )
+                .bind(id)
+                .bind(error)
+                .bind(event.occurred_at)
+                .bind(i32::try_from(event.version).unwrap_or(i32::MAX))
+                .execute(&mut *conn)
+                .await?;
+            }
         }
         Ok(())
     }
@@ -320,6 +343,57 @@ pub(crate) async fn next_claimable(
     .bind(now)
     .fetch_optional(conn)
     .await
+}
+
+/// A succeeded backup retention weighs: not deleted yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedBackup {
+    /// Its job.
+    pub job_id: uuid::Uuid,
+    /// When it was taken (its due time).
+    pub due_at: DateTime<Utc>,
+    /// Its object.
+    pub object_key: String,
+    /// Retention already expired it (an earlier deletion failed or was cut short).
+    pub expired: bool,
+}
+
+/// The succeeded, undeleted backups of `schedule`, oldest first.
+pub(crate) async fn retained_backups(
+    conn: &mut PgConnection,
+    schedule: uuid::Uuid,
+) -> Result<Vec<RetainedBackup>, sqlx::Error> {
+    let rows: Vec<(uuid::Uuid, DateTime<Utc>, String, bool)> = sqlx::query_as(
+        "SELECT job_id, due_at, artifact_object_key, expired_at IS NOT NULL FROM jobs \
+         WHERE schedule_id = $1 AND kind = 'backup' AND state = 'succeeded' \
+         AND deleted_at IS NULL AND artifact_object_key IS NOT NULL ORDER BY due_at, job_id",
+    )
+    .bind(schedule)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, due_at, object_key, expired)| RetainedBackup {
+            job_id,
+            due_at,
+            object_key,
+            expired,
+        })
+        .collect())
+}
+
+/// Schedules of every org with a retention policy (owner's rights, identifiers only).
+pub(crate) async fn retained_schedules(
+    pool: &sqlx::PgPool,
+) -> Result<Vec<(OrgId, uuid::Uuid)>, sqlx::Error> {
+    let rows: Vec<(uuid::Uuid, uuid::Uuid)> =
+        sqlx::query_as("SELECT org_id, schedule_id FROM scheduling_retained_schedules()")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(org, schedule)| (OrgId::from(org), schedule))
+        .collect())
 }
 
 /// A held job's lease.

@@ -16,6 +16,7 @@ mod helpers;
 mod independent;
 mod jobs;
 mod oidc;
+mod retention;
 mod scheduling;
 mod sdk;
 mod tenancy;
