@@ -499,6 +499,8 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// When it ended; `None` while not over.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Retention deleted this backup's object from its destination.
+    pub backup_deleted: bool,
 }
 
 /// Which jobs [`crate::Jobs::list`] returns: every filter is optional, jobs come newest
@@ -725,6 +727,7 @@ impl TryFrom<pb::Job> for Job {
             created_at: time(j.created_at, "Job.created_at")?,
             updated_at: time(j.updated_at, "Job.updated_at")?,
             finished_at: optional_time(j.finished_at, "Job.finished_at")?,
+            backup_deleted: j.backup_deleted,
         })
     }
 }
@@ -759,6 +762,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            backup_deleted: false,
         }
     }
 

@@ -195,24 +195,31 @@ impl Scheduling {
             .ok_or_else(|| Error::Unavailable("the job runtime is not configured".into()))
     }
 
-    /// Creates a job in `tx` for `org`.
-    async fn create_job(
+    /// Creates a job asked for now (run now, restore) in `tx`, commits, and wakes its agent.
+    async fn create_now(
         &self,
-        tx: &mut TenantTx,
+        mut tx: TenantTx,
         actor: &Actor,
-        id: uuid::Uuid,
         spec: JobSpec,
-        not_before: DateTime<Utc>,
-    ) -> Result<(), Error> {
+    ) -> Result<JobView, Error> {
+        let runtime = self.runtime()?;
+        let org = tx.org();
+        let id = uuid::Uuid::now_v7();
+        let agent = spec.agent_id;
         let command = JobCommand::CreateJob {
+            not_before: spec.due_at,
             spec,
-            not_before,
             fired: None,
         };
         self.store
-            .execute_in::<Job>(tx, AggregateId::from(id), actor, command)
+            .execute_in::<Job>(&mut tx, AggregateId::from(id), actor, command)
             .await?;
-        Ok(())
+        let job = store::job(&mut tx, id)
+            .await?
+            .expect("written in this transaction");
+        tx.commit().await?;
+        runtime.wakeups.wake(org, agent).await;
+        Ok(job)
     }
 
     /// A backup of a schedule of `org`, now, outside its cron.
@@ -222,7 +229,6 @@ impl Scheduling {
         org: OrgId,
         schedule: uuid::Uuid,
     ) -> Result<JobView, Error> {
-        let runtime = self.runtime()?;
         let mut tx = self.begin(org).await?;
         let view = store::schedule(&mut tx, schedule)
             .await?
@@ -232,8 +238,6 @@ impl Scheduling {
             .ok_or(Error::Precondition(
                 "the schedule's database no longer exists",
             ))?;
-        let now = Utc::now();
-        let id = uuid::Uuid::now_v7();
         let spec = JobSpec {
             kind: JobKind::Backup,
             trigger: Trigger::Manual,
@@ -242,17 +246,10 @@ impl Scheduling {
             destination_id: view.spec.destination_id,
             agent_id: database.spec.agent_id,
             restore_of: None,
-            due_at: now,
+            due_at: Utc::now(),
             max_attempts: view.spec.max_attempts,
         };
-        let agent = spec.agent_id;
-        self.create_job(&mut tx, actor, id, spec, now).await?;
-        let job = store::job(&mut tx, id)
-            .await?
-            .expect("written in this transaction");
-        tx.commit().await?;
-        runtime.wakeups.wake(org, agent).await;
-        Ok(job)
+        self.create_now(tx, actor, spec).await
     }
 
     /// A restore of backup job `backup` of `org` into database `database` (the backup's own
@@ -264,7 +261,6 @@ impl Scheduling {
         backup: uuid::Uuid,
         database: Option<uuid::Uuid>,
     ) -> Result<JobView, Error> {
-        let runtime = self.runtime()?;
         let mut tx = self.begin(org).await?;
         let source = store::job(&mut tx, backup)
             .await?
@@ -274,14 +270,17 @@ impl Scheduling {
                 "backup_job_id must name a succeeded backup job",
             ));
         }
+        if source.backup_deleted {
+            return Err(Error::Precondition(
+                "backup_job_id names a backup that retention deleted",
+            ));
+        }
         let target_id = database.unwrap_or(source.spec.database_id);
         let target = store::database(&mut tx, target_id)
             .await?
             .ok_or(Error::Precondition(
                 "database_id names no database of this org",
             ))?;
-        let now = Utc::now();
-        let id = uuid::Uuid::now_v7();
         let spec = JobSpec {
             kind: JobKind::Restore,
             trigger: Trigger::Manual,
@@ -290,17 +289,10 @@ impl Scheduling {
             destination_id: source.spec.destination_id,
             agent_id: target.spec.agent_id,
             restore_of: Some(backup),
-            due_at: now,
+            due_at: Utc::now(),
             max_attempts: 1,
         };
-        let agent = spec.agent_id;
-        self.create_job(&mut tx, actor, id, spec, now).await?;
-        let job = store::job(&mut tx, id)
-            .await?
-            .expect("written in this transaction");
-        tx.commit().await?;
-        runtime.wakeups.wake(org, agent).await;
-        Ok(job)
+        self.create_now(tx, actor, spec).await
     }
 
     /// Cancels a job of `org`: at once if no agent holds it, else the agent is told at its next

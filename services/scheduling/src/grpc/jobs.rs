@@ -65,6 +65,7 @@ fn job_to_pb(j: JobView, progress: Option<Progress>) -> pb::Job {
         created_at: Some(to_timestamp(j.created_at)),
         updated_at: Some(to_timestamp(j.updated_at)),
         finished_at: j.finished_at.map(to_timestamp),
+        backup_deleted: j.backup_deleted,
     }
 }
 

@@ -228,12 +228,15 @@ pub struct JobView {
     pub updated_at: DateTime<Utc>,
     /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Retention deleted its backup object.
+    pub backup_deleted: bool,
 }
 
 const COLUMNS: &str = "org_id, job_id, kind, trigger, schedule_id, database_id, destination_id, \
      agent_id, restore_of, due_at, state, attempt, max_attempts, fencing_token, not_before, \
      cancel_requested, reason, artifact_object_key, artifact_size_bytes, artifact_sha256, \
-     artifact_recipient, artifact_age_header_sha256, created_at, updated_at, finished_at";
+     artifact_recipient, artifact_age_header_sha256, created_at, updated_at, finished_at, \
+     deleted_at";
 
 fn job_view(row: &sqlx::postgres::PgRow) -> Result<JobView, sqlx::Error> {
     let count = |c: &str| -> Result<u32, sqlx::Error> {
@@ -278,6 +281,9 @@ fn job_view(row: &sqlx::postgres::PgRow) -> Result<JobView, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
+        backup_deleted: row
+            .try_get::<Option<DateTime<Utc>>, _>("deleted_at")?
+            .is_some(),
     })
 }
 

@@ -343,4 +343,29 @@ async fn a_backup_completed_by_its_agent_applies_retention_and_a_failed_deletion
     );
     assert!(dir.join("third.age").exists());
     assert!(deletion_events(&app, &third).await.is_empty());
+    // The job says so, and a deleted backup cannot be restored.
+    let mut jobs = pb::job_service_client::JobServiceClient::new(app.authed(&acme.owner_key).await);
+    let got = jobs
+        .get_job(pb::GetJobRequest {
+            org_id: acme.org.to_string(),
+            job_id: first.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.backup_deleted && got.state == "succeeded");
+    let refused = jobs
+        .start_restore(pb::StartRestoreRequest {
+            org_id: acme.org.to_string(),
+            backup_job_id: first,
+            database_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("deleted"),
+        "{}",
+        refused.message()
+    );
 }
