@@ -22,6 +22,12 @@ pub(crate) type Agent = AgentJobServiceClient<Channel>;
 
 /// An enrolled agent of `org` speaking mTLS, once scheduling knows it.
 pub(crate) async fn agent(app: &TestApp, org: &TestOrg) -> (String, Agent) {
+    let (id, channel) = agent_channel(app, org).await;
+    (id, AgentJobServiceClient::new(channel))
+}
+
+/// An enrolled agent of `org` and its mTLS channel, once scheduling knows it.
+async fn agent_channel(app: &TestApp, org: &TestOrg) -> (String, Channel) {
     let dir = tempfile::tempdir().unwrap();
     let (csr, key) = crate::agents::csr_and_key(dir.path(), "EC");
     let e = crate::agents::enroll(app, &crate::agents::new_token(app, org).await, &csr)
@@ -30,7 +36,7 @@ pub(crate) async fn agent(app: &TestApp, org: &TestOrg) -> (String, Agent) {
     crate::scheduling::seen_by_scheduling(app, &e.agent_id, "enrolled_at").await;
     let chain = format!("{}{}", e.certificate_pem, e.intermediate_pem);
     let channel = app.agent_channel(&chain, &key).await;
-    (e.agent_id, AgentJobServiceClient::new(channel))
+    (e.agent_id, channel)
 }
 
 struct Setup {
@@ -810,4 +816,102 @@ async fn bad_schedule_and_job_requests_are_refused_by_field_and_change_nothing()
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn p3_a_claims_ticket_releases_the_databases_password_to_its_agent_once_and_to_no_other() {
+    use coffer_proto::credentials::v1::{
+        ReleaseCredentialsRequest, release_service_client::ReleaseServiceClient,
+    };
+
+    let app = spawn_tls_app().await;
+    let acme = app.new_org("Acme").await;
+    let password = crate::credentials::create(
+        &mut crate::credentials::vault(&app, &acme).await,
+        acme.org,
+        "prod/orders",
+        b"orders password",
+    )
+    .await;
+    let (agent_id, channel) = agent_channel(&app, &acme).await;
+    let mut agent = AgentJobServiceClient::new(channel.clone());
+    let database = DatabaseServiceClient::new(app.authed(&acme.owner_key).await)
+        .register_database(pb::RegisterDatabaseRequest {
+            org_id: acme.org.to_string(),
+            fields: Some(pb::DatabaseFields {
+                password_vault_ref: password.vault_ref.clone(),
+                ..crate::scheduling::fields(acme.org, &agent_id, "orders")
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (destination, _) = app.local_destination(&acme).await;
+    let schedule = ScheduleServiceClient::new(app.authed(&acme.owner_key).await)
+        .create_schedule(pb::CreateScheduleRequest {
+            org_id: acme.org.to_string(),
+            fields: Some(pb::ScheduleFields {
+                name: "nightly".into(),
+                database_id: database.database_id,
+                destination_id: destination,
+                cron: "0 3 * * *".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    JobServiceClient::new(app.authed(&acme.owner_key).await)
+        .run_now(pb::RunNowRequest {
+            org_id: acme.org.to_string(),
+            schedule_id: schedule.schedule_id,
+        })
+        .await
+        .unwrap();
+    let claimed = agent
+        .poll_jobs(pb::PollJobsRequest { wait_seconds: 5 })
+        .await
+        .unwrap()
+        .into_inner()
+        .claimed
+        .unwrap();
+
+    // The credentials service takes scheduling's own ticket, as published at boot.
+    let mut release = ReleaseServiceClient::new(channel);
+    let released = release
+        .release_credentials(ReleaseCredentialsRequest {
+            ticket: claimed.ticket.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.job_id, claimed.job.as_ref().unwrap().job_id);
+    assert_eq!(released.attempt, 1);
+    let values: Vec<(&str, &[u8])> = released
+        .credentials
+        .iter()
+        .map(|c| (c.vault_ref.as_str(), c.value.as_slice()))
+        .collect();
+    assert_eq!(
+        values,
+        [(password.vault_ref.as_str(), &b"orders password"[..])]
+    );
+    // Once per attempt.
+    let again = release
+        .release_credentials(ReleaseCredentialsRequest {
+            ticket: claimed.ticket.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    // Useless to another agent of the same org.
+    let (_, other) = agent_channel(&app, &acme).await;
+    let stolen = ReleaseServiceClient::new(other)
+        .release_credentials(ReleaseCredentialsRequest {
+            ticket: claimed.ticket,
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(stolen.code(), Code::Ok);
+    assert!(stolen.message().contains("another agent"), "{stolen:?}");
 }
