@@ -5,16 +5,15 @@
 //! a development certificate, default `[scheduler]` settings: a 250 ms tick), on a fresh
 //! database and bus, initialised as `coffer admin init` does. Before timing, `--agents` agents
 //! are enrolled (each its own key, certificate and mTLS connection), each serves one registered
-//! database, and `--schedules` schedules are spread evenly over those databases, all with the
-//! cron expression `*/<period> * * * * *`: every `--period` seconds all of them fall due at the
-//! same instant, a burst of `--schedules` jobs.
+//! database, and `--schedules` schedules are spread evenly over those databases, all with one
+//! 6-field cron expression naming the same second a little after setup (`S M H D Mo *`): at that
+//! instant all of them fall due at once, a burst of `--schedules` jobs.
 //!
 //! Every agent is a task that long-polls `AgentJobService/PollJobs`, completes each job it gets
 //! at once with an artifact record, and polls again. For each job the agent notes when its
 //! claim arrived; due-to-claim latency is that time minus the job's due time (which includes
-//! the wait for the scheduler's next tick). A burst's dispatch rate is its job count over the
-//! time from the due instant to the last claim of the burst. `--bursts` bursts are timed after
-//! one untimed burst.
+//! the wait for the scheduler's next tick and for the jobs fired before it). The dispatch rate
+//! is the burst's job count over the time from the due instant to its last claim.
 //!
 //! Reference, measured in the same run on the same Postgres: a bare SQL job queue (one table,
 //! a claim = `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1)`, a completion =
@@ -65,12 +64,9 @@ struct Args {
     /// Schedules, spread evenly over one database per agent.
     #[arg(long, default_value_t = 10_000)]
     schedules: usize,
-    /// Seconds between bursts: every schedule's cron is `*/<period> * * * * *`.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(2..=59))]
-    period: u32,
-    /// Timed bursts, after one untimed.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
-    bursts: u64,
+    /// The longest the burst may take to be claimed in full.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    deadline: Duration,
     /// How long each idle window lasts.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     idle: Duration,
@@ -158,6 +154,13 @@ async fn run(
     );
     wait_until_scheduling_knows(server, agents.len()).await?;
 
+    // The burst's instant: after the schedules are made (a conservative guess of their pace).
+    let setup = Duration::from_secs(20 + (args.schedules as u64) / 200);
+    let due = DateTime::<Utc>::from_timestamp(
+        (Utc::now() + chrono::Duration::from_std(setup).context("a setup estimate")?).timestamp(),
+        0,
+    )
+    .context("a time in range")?;
     let started = Instant::now();
     let destination = pb::destination_service_client::DestinationServiceClient::new(owner.clone())
         .register_destination(pb::RegisterDestinationRequest {
@@ -173,7 +176,11 @@ async fn run(
         .context("register the destination")?
         .into_inner()
         .destination_id;
-    let schedule_ids = register(args, org, owner.clone(), &agents, &destination).await?;
+    let schedule_ids = register(args, org, owner.clone(), &agents, &destination, due).await?;
+    ensure!(
+        Utc::now() + chrono::Duration::seconds(3) < due,
+        "making the schedules took past their due time {due}: raise the setup estimate"
+    );
     println!(
         "registered {} databases and {} schedules in {:.1} s",
         agents.len(),
@@ -193,37 +200,22 @@ async fn run(
         fleet.spawn(async move { agent_loop(&mut client, wait, &claims, &stop).await });
     }
 
-    // One untimed burst, then the timed ones, each at a period boundary.
-    let period = i64::from(args.period);
-    let boundary = |after: DateTime<Utc>| {
-        let t = after.timestamp();
-        DateTime::<Utc>::from_timestamp(t - t.rem_euclid(period) + period, 0)
-            .expect("a time in range")
-    };
-    let first = boundary(Utc::now());
-    let mut dues = vec![first];
-    for _ in 0..args.bursts {
-        let last = *dues.last().expect("one at least");
-        dues.push(last + chrono::Duration::seconds(period));
-    }
-    let last_due = *dues.last().expect("one at least");
-    // Wait for the last burst to be fully claimed.
-    let deadline = Instant::now()
-        + (last_due - Utc::now()).to_std().unwrap_or_default()
-        + Duration::from_secs(u64::from(args.period));
+    // Wait for the burst to be claimed in full.
+    let deadline = Instant::now() + (due - Utc::now()).to_std().unwrap_or_default() + args.deadline;
     loop {
         let done = claims
             .lock()
             .await
             .iter()
-            .filter(|c| c.due_at == last_due)
+            .filter(|c| c.due_at == due)
             .count();
         if done >= schedule_ids.len() {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "the burst due at {last_due} was not claimed within a period: {done} of {}",
+                "the burst due at {due} was not claimed within {}: {done} of {}",
+                humantime::format_duration(args.deadline),
                 schedule_ids.len()
             );
         }
@@ -248,30 +240,27 @@ async fn run(
     let claims = claims.lock().await.clone();
     check_exactly_once(&claims)?;
     let mut histogram = latency_histogram();
-    let mut bursts = Vec::new();
-    for due in &dues[1..] {
-        let of_burst: Vec<&Claim> = claims.iter().filter(|c| c.due_at == *due).collect();
-        ensure!(
-            of_burst.len() == schedule_ids.len(),
-            "the burst due at {due} made {} jobs, not {}",
-            of_burst.len(),
-            schedule_ids.len()
-        );
-        let last = of_burst
-            .iter()
-            .map(|c| c.claimed_at)
-            .max()
-            .expect("a full burst");
-        bursts.push((
-            of_burst.len(),
-            (last - *due).to_std().unwrap_or_default().as_secs_f64(),
-        ));
-        for c in of_burst {
-            let late = (c.claimed_at - c.due_at).to_std().unwrap_or_default();
-            histogram
-                .record(micros(late).max(1))
-                .context("record a latency")?;
-        }
+    let of_burst: Vec<&Claim> = claims.iter().filter(|c| c.due_at == due).collect();
+    ensure!(
+        of_burst.len() == schedule_ids.len(),
+        "the burst due at {due} made {} jobs, not {}",
+        of_burst.len(),
+        schedule_ids.len()
+    );
+    let last = of_burst
+        .iter()
+        .map(|c| c.claimed_at)
+        .max()
+        .expect("a full burst");
+    let bursts = vec![(
+        of_burst.len(),
+        (last - due).to_std().unwrap_or_default().as_secs_f64(),
+    )];
+    for c in of_burst {
+        let late = (c.claimed_at - c.due_at).to_std().unwrap_or_default();
+        histogram
+            .record(micros(late).max(1))
+            .context("record a latency")?;
     }
     Ok(Measured {
         bursts,
@@ -418,6 +407,7 @@ async fn register(
     owner: coffer_loadtests::server::Authed,
     agents: &[(String, Channel)],
     destination: &str,
+    due: DateTime<Utc>,
 ) -> anyhow::Result<Vec<String>> {
     let databases: Vec<String> = futures::stream::iter(agents.iter().enumerate())
         .map(|(i, (agent, _))| {
@@ -453,7 +443,15 @@ async fn register(
         .await
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
-    let cron = format!("*/{} * * * * *", args.period);
+    use chrono::{Datelike as _, Timelike as _};
+    let cron = format!(
+        "{} {} {} {} {} *",
+        due.second(),
+        due.minute(),
+        due.hour(),
+        due.day(),
+        due.month()
+    );
     futures::stream::iter(0..args.schedules)
         .map(|i| {
             let mut client = pb::schedule_service_client::ScheduleServiceClient::new(owner.clone());
@@ -594,11 +592,6 @@ async fn bare_queue(server: &BenchServer, jobs: usize) -> anyhow::Result<f64> {
 }
 
 fn report(args: &Args, m: &Measured, reference_rate: f64) {
-    let rates: Vec<f64> = m
-        .bursts
-        .iter()
-        .map(|(jobs, secs)| *jobs as f64 / secs.max(f64::EPSILON))
-        .collect();
     let jobs: usize = m.bursts.iter().map(|(j, _)| j).sum();
     let secs: f64 = m.bursts.iter().map(|(_, s)| s).sum();
     let rate = jobs as f64 / secs.max(f64::EPSILON);
@@ -646,18 +639,10 @@ fn report(args: &Args, m: &Measured, reference_rate: f64) {
     print!("{table}");
     println!();
     println!(
-        "{} schedules over {} agents, all due together every {} s; {} timed bursts of {} jobs \
-         (rates per burst: {}); latency includes the wait for the scheduler's tick (250 ms)",
-        args.schedules,
-        args.agents,
-        args.period,
-        m.bursts.len(),
-        args.schedules,
-        rates
-            .iter()
-            .map(|r| format!("{r:.0}/s"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "{} schedules over {} agents, all due at the same second: one burst of {} jobs, claimed \
+         in full {:.1} s after it fell due; latency includes the scheduler's tick (250 ms) and \
+         the wait behind the jobs fired before",
+        args.schedules, args.agents, args.schedules, secs
     );
     println!(
         "idle: process CPU (server and agents) over {} with {} long-polls open ({} s waits) vs \
