@@ -6,7 +6,7 @@
 //! boot, and its public half published as `job_ticket.jwks` in the published-keys bucket,
 //! where the credentials service reads it.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use coffer_auth::published::Publisher;
 use coffer_auth::ticket::JobTicket;
@@ -145,11 +145,6 @@ impl Tickets {
     /// How long a ticket lives.
     pub fn lifetime(&self) -> Duration {
         self.lifetime
-    }
-
-    /// A ticket's issue time.
-    pub fn now() -> SystemTime {
-        SystemTime::now()
     }
 }
 

@@ -534,7 +534,7 @@ impl Scheduling {
     ) -> Result<HeartbeatReply, Error> {
         let runtime = self.runtime()?;
         let mut tx = self.begin(org).await?;
-        let job = Self::agents_job(&mut tx, agent, id).await?;
+        Self::agents_job(&mut tx, agent, id).await?;
         let committed = self
             .store
             .execute_in::<Job>(
@@ -552,7 +552,6 @@ impl Scheduling {
             )));
         }
         tx.commit().await?;
-        let _ = job;
         Ok(HeartbeatReply {
             lease_expires_at: until,
             cancel_requested: committed.state.cancel_requested,
