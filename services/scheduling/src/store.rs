@@ -172,12 +172,33 @@ pub(crate) async fn databases(conn: &mut PgConnection) -> Result<Vec<DatabaseVie
         .collect()
 }
 
-/// Whether a live database of the transaction's org other than `except` is called `name`.
+/// Holds `name` of a `kind` of thing in the transaction's org until the transaction ends, so
+/// two requests registering one name at once serialise: the second sees the first's row when
+/// it checks the name and answers AlreadyExists, instead of losing on the unique constraint.
+pub(crate) async fn lock_name(
+    conn: &mut PgConnection,
+    kind: &str,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(
+             current_setting('coffer.org_id', true) || '/' || $1 || '/' || $2, 0))",
+    )
+    .bind(kind)
+    .bind(name)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Whether a live database of the transaction's org other than `except` is called `name`
+/// (the name stays locked until the transaction ends).
 pub(crate) async fn name_taken(
     conn: &mut PgConnection,
     name: &str,
     except: uuid::Uuid,
 ) -> Result<bool, sqlx::Error> {
+    lock_name(conn, "database", name).await?;
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM databases WHERE name = $1 AND database_id <> $2)",
     )

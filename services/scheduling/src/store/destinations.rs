@@ -215,12 +215,14 @@ pub(crate) async fn destinations(
         .collect()
 }
 
-/// Whether a live destination of the transaction's org other than `except` is called `name`.
+/// Whether a live destination of the transaction's org other than `except` is called `name`
+/// (the name stays locked until the transaction ends).
 pub(crate) async fn name_taken(
     conn: &mut PgConnection,
     name: &str,
     except: uuid::Uuid,
 ) -> Result<bool, sqlx::Error> {
+    super::lock_name(conn, "destination", name).await?;
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM destinations WHERE name = $1 AND destination_id <> $2)",
     )

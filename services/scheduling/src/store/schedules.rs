@@ -271,12 +271,14 @@ pub(crate) async fn schedules(conn: &mut PgConnection) -> Result<Vec<ScheduleVie
         .collect()
 }
 
-/// Whether a live schedule other than `except` is called `name`.
+/// Whether a live schedule other than `except` is called `name`
+/// (the name stays locked until the transaction ends).
 pub(crate) async fn name_taken(
     conn: &mut PgConnection,
     name: &str,
     except: uuid::Uuid,
 ) -> Result<bool, sqlx::Error> {
+    super::lock_name(conn, "schedule", name).await?;
     sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM schedules WHERE name = $1 AND schedule_id <> $2)",
     )

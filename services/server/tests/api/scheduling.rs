@@ -398,6 +398,32 @@ async fn bad_fields_and_taken_names_are_refused_naming_the_field_and_store_nothi
 }
 
 #[tokio::test]
+async fn two_registrations_of_one_name_at_once_give_one_database_and_one_already_exists() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let agent = enrolled_agent(&app, &acme).await;
+    let client = registry(&app, &acme.owner_key).await;
+
+    for round in 0..5 {
+        let name = format!("race-{round}");
+        let attempt = |mut client: DatabaseServiceClient<Authed>| {
+            let request = pb::RegisterDatabaseRequest {
+                org_id: acme.org.to_string(),
+                fields: Some(fields(acme.org, &agent, &name)),
+            };
+            async move { client.register_database(request).await }
+        };
+        let (a, b) = tokio::join!(attempt(client.clone()), attempt(client.clone()));
+        let lost = match (a, b) {
+            (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+            other => panic!("round {round}: expected one success and one refusal: {other:?}"),
+        };
+        assert_eq!(lost.code(), Code::AlreadyExists, "round {round}: {lost:?}");
+        assert!(lost.message().starts_with("name "), "{lost:?}");
+    }
+}
+
+#[tokio::test]
 async fn viewers_and_operators_read_the_registry_and_only_admins_change_it() {
     let app = spawn_app().await;
     let acme = app.new_org("Acme").await;
