@@ -313,7 +313,7 @@ async fn agent_loop(
                 job_id: job.job_id,
                 fencing_token: claimed.fencing_token,
                 artifact: Some(pb::Artifact {
-                    object_key: format!("bench/{id}.dump.zst.age"),
+                    object_key: claimed.object_key,
                     size_bytes: 1,
                     sha256: "0".repeat(64),
                     recipient: "age1bench".into(),

@@ -18,7 +18,7 @@ use crate::domain::database::DatabaseSpec;
 use crate::domain::destination::Kind;
 use crate::domain::job::{
     Artifact, Backoff, Fired, Job, JobCommand, JobError, JobKind, JobSpec, JobState, Trigger,
-    scheduled_job_id,
+    backup_object_key, scheduled_job_id,
 };
 use crate::domain::schedule::{Schedule, ScheduleCommand};
 use crate::domain::timing::Firing;
@@ -139,6 +139,8 @@ pub struct ClaimedJob {
     pub restore_artifact: Option<Artifact>,
     /// Where the backup goes (or comes from).
     pub destination: DestinationView,
+    /// For a backup: the key its object must be written at (the completion must name it).
+    pub object_key: Option<String>,
     /// The signed ticket for the credentials service (a bearer credential: never logged).
     pub ticket: SecretString,
 }
@@ -441,7 +443,10 @@ impl Scheduling {
             .map_err(|e| Error::Unavailable(leak_reason(e).into()))?;
         tx.commit().await?;
         tracing::info!(%org, job_id = %id, %agent, attempt = job.attempt, "job claimed");
+        let object_key = (job.spec.kind == JobKind::Backup)
+            .then(|| backup_object_key(id, &job.spec, job.attempt));
         Ok(Some(ClaimedJob {
+            object_key,
             job,
             lease,
             database: database.spec,
@@ -605,6 +610,7 @@ impl Scheduling {
         artifact: Option<Artifact>,
     ) -> Result<JobView, Error> {
         let command = JobCommand::CompleteJob {
+            job_id: id,
             fencing_token,
             artifact,
         };

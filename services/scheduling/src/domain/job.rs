@@ -289,6 +289,20 @@ impl Backoff {
     }
 }
 
+/// The key a backup attempt writes its object at, relative to the destination's prefix:
+/// `<database>/<due time, UTC>_<job>_a<attempt>.dump.zst.age`. Scheduling names it (the claim
+/// carries it) and refuses a completion naming any other, so an agent cannot point retention,
+/// which deletes what completions recorded, at an object the job did not write. The attempt is
+/// part of it so that an attempt whose lease expired while it was still uploading cannot
+/// overwrite the next attempt's object.
+pub fn backup_object_key(job_id: uuid::Uuid, spec: &JobSpec, attempt: u32) -> String {
+    format!(
+        "{}/{}_{job_id}_a{attempt}.dump.zst.age",
+        spec.database_id,
+        spec.due_at.format("%Y-%m-%dT%H%M%SZ"),
+    )
+}
+
 /// State of one job.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -342,6 +356,8 @@ pub enum JobCommand {
     },
     /// The agent finished.
     CompleteJob {
+        /// The job (a backup's artifact must lie at the key it names).
+        job_id: uuid::Uuid,
         /// The claim's token.
         fencing_token: u64,
         /// What it left (required for a backup).
@@ -543,6 +559,7 @@ impl Aggregate for Job {
                 }])
             }
             JobCommand::CompleteJob {
+                job_id,
                 fencing_token,
                 artifact,
             } => {
@@ -555,7 +572,18 @@ impl Aggregate for Job {
                         )
                         .into());
                     }
-                    (JobKind::Backup, Some(a)) => Some(a.check()?),
+                    (JobKind::Backup, Some(a)) => {
+                        let a = a.check()?;
+                        let expected = backup_object_key(job_id, spec, self.attempt);
+                        if a.object_key != expected {
+                            return Err(FieldError::new(
+                                "artifact.object_key",
+                                format!("must be the key the claim named: {expected}"),
+                            )
+                            .into());
+                        }
+                        Some(a)
+                    }
                     (JobKind::Restore, Some(_)) => {
                         return Err(FieldError::new(
                             "artifact",
@@ -767,9 +795,12 @@ mod tests {
         }
     }
 
+    const JOB: uuid::Uuid = uuid::Uuid::from_u128(9);
+
+    /// The artifact of attempt 1 of a backup of [`spec`].
     fn artifact() -> Artifact {
         Artifact {
-            object_key: "coffer/orders/2026-05-01.dump.zst.age".into(),
+            object_key: backup_object_key(JOB, &spec(JobKind::Backup, 3), 1),
             size_bytes: 1234,
             sha256: "ab".repeat(32),
             recipient: "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqysz7s4k5".into(),
@@ -821,11 +852,13 @@ mod tests {
         .unwrap();
         assert_eq!(job.state().state, JobState::Running);
         let missing = job.when(JobCommand::CompleteJob {
+            job_id: JOB,
             fencing_token: token,
             artifact: None,
         });
         assert!(matches!(missing, Err(JobError::Invalid(f)) if f.field == "artifact"));
         job.when(JobCommand::CompleteJob {
+            job_id: JOB,
             fencing_token: token,
             artifact: Some(artifact()),
         })
@@ -909,6 +942,7 @@ mod tests {
         let second = job.claim(41);
         assert!(second > first);
         let stale = job.when(JobCommand::CompleteJob {
+            job_id: JOB,
             fencing_token: first,
             artifact: Some(artifact()),
         });
@@ -965,11 +999,13 @@ mod tests {
         let mut job = Given::new(JobKind::Restore, 1);
         let token = job.claim(0);
         let with = job.when(JobCommand::CompleteJob {
+            job_id: JOB,
             fencing_token: token,
             artifact: Some(artifact()),
         });
         assert!(matches!(with, Err(JobError::Invalid(f)) if f.field == "artifact"));
         job.when(JobCommand::CompleteJob {
+            job_id: JOB,
             fencing_token: token,
             artifact: None,
         })
@@ -986,6 +1022,7 @@ mod tests {
         );
         let token = job.claim(0);
         job.when(JobCommand::CompleteJob {
+            job_id: JOB,
             fencing_token: token,
             artifact: Some(artifact()),
         })
@@ -1033,6 +1070,44 @@ mod tests {
             scheduled_job_id(schedule, t(60)) > id,
             "ordered by due time"
         );
+    }
+
+    #[test]
+    fn a_backup_completes_only_at_the_key_its_claim_named() {
+        let key = backup_object_key(JOB, &spec(JobKind::Backup, 3), 2);
+        assert_eq!(
+            key,
+            "00000000-0000-0000-0000-000000000002/2026-05-01T000000Z_\
+             00000000-0000-0000-0000-000000000009_a2.dump.zst.age"
+        );
+        let mut job = Given::new(JobKind::Backup, 3);
+        let token = job.claim(1);
+        let elsewhere = job.when(JobCommand::CompleteJob {
+            job_id: JOB,
+            fencing_token: token,
+            artifact: Some(Artifact {
+                object_key: "other-database/precious.dump".into(),
+                ..artifact()
+            }),
+        });
+        assert!(
+            matches!(&elsewhere, Err(JobError::Invalid(f)) if f.field == "artifact.object_key"
+                && f.rule.contains(&artifact().object_key)),
+            "{elsewhere:?}"
+        );
+        let next_attempts_key = job.when(JobCommand::CompleteJob {
+            job_id: JOB,
+            fencing_token: token,
+            artifact: Some(Artifact {
+                object_key: key,
+                ..artifact()
+            }),
+        });
+        assert!(
+            next_attempts_key.is_err(),
+            "attempt 1 may not write attempt 2's key"
+        );
+        assert_eq!(job.state().state, JobState::Claimed, "nothing recorded");
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl From<ClaimedJob> for pb::ClaimedJob {
             restore_artifact: c.restore_artifact.map(artifact_to_pb),
             destination: Some(c.destination.into()),
             ticket: c.ticket.expose_secret().to_owned(),
+            object_key: c.object_key.unwrap_or_default(),
             job: Some(job_to_pb(c.job, None)),
         }
     }

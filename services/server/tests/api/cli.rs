@@ -1695,7 +1695,7 @@ async fn the_cli_follows_a_backup_an_agent_runs_to_success_and_restores_it() {
         .into_inner()
         .claimed
         .expect("the job within the poll");
-    assert_eq!(claimed.job.unwrap().job_id, job_id);
+    assert_eq!(claimed.job.as_ref().unwrap().job_id, job_id);
     agent
         .heartbeat(pb::HeartbeatRequest {
             job_id: job_id.clone(),
@@ -1717,7 +1717,7 @@ async fn the_cli_follows_a_backup_an_agent_runs_to_success_and_restores_it() {
         table.contains("1000 bytes read, 400 written, 200 bytes/s"),
         "{table}"
     );
-    let artifact = crate::jobs::artifact();
+    let artifact = crate::jobs::artifact(&claimed);
     agent
         .complete_job(pb::CompleteJobRequest {
             job_id: job_id.clone(),

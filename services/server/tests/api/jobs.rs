@@ -139,9 +139,10 @@ impl Setup {
     }
 }
 
-pub(crate) fn artifact() -> pb::Artifact {
+/// An artifact for the backup `claimed`, at the key its claim named.
+pub(crate) fn artifact(claimed: &pb::ClaimedJob) -> pb::Artifact {
     pb::Artifact {
-        object_key: "acme/orders/backup.dump.zst.age".into(),
+        object_key: claimed.object_key.clone(),
         size_bytes: 4096,
         sha256: "a".repeat(64),
         recipient: "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqysz7s4k5".into(),
@@ -282,7 +283,7 @@ async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fenci
         .complete_job(pb::CompleteJobRequest {
             job_id: id.clone(),
             fencing_token: token + 1,
-            artifact: Some(artifact()),
+            artifact: Some(artifact(&claimed)),
         })
         .await
         .unwrap_err();
@@ -299,13 +300,34 @@ async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fenci
             fencing_token: token,
             artifact: Some(pb::Artifact {
                 sha256: "nope".into(),
-                ..artifact()
+                ..artifact(&claimed)
             }),
         })
         .await
         .unwrap_err();
     assert_eq!(bad_digest.code(), Code::InvalidArgument);
     assert!(bad_digest.message().starts_with("artifact.sha256"));
+    // Only the key the claim named: retention later deletes what completions record.
+    let elsewhere = acme
+        .agent
+        .complete_job(pb::CompleteJobRequest {
+            job_id: id.clone(),
+            fencing_token: token,
+            artifact: Some(pb::Artifact {
+                object_key: "other/precious.dump".into(),
+                ..artifact(&claimed)
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(elsewhere.code(), Code::InvalidArgument);
+    assert!(
+        elsewhere
+            .message()
+            .starts_with("artifact.object_key must be the key the claim named"),
+        "{}",
+        elsewhere.message()
+    );
     assert_eq!(acme.job(&id).await.state, "running");
 
     let done = acme
@@ -313,13 +335,13 @@ async fn a_job_runs_claimed_running_succeeded_and_reports_need_the_current_fenci
         .complete_job(pb::CompleteJobRequest {
             job_id: id.clone(),
             fencing_token: token,
-            artifact: Some(artifact()),
+            artifact: Some(artifact(&claimed)),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(done.state, "succeeded");
-    assert_eq!(done.artifact.unwrap(), artifact());
+    assert_eq!(done.artifact.unwrap(), artifact(&claimed));
     assert!(done.finished_at.is_some());
     let again = acme
         .agent
@@ -775,7 +797,7 @@ async fn bad_schedule_and_job_requests_are_refused_by_field_and_change_nothing()
             .is_none()
     );
     let claimed = acme.poll(5).await.unwrap();
-    let id = claimed.job.unwrap().job_id;
+    let id = claimed.job.clone().unwrap().job_id;
     let foreign = intruder
         .heartbeat(pb::HeartbeatRequest {
             job_id: id.clone(),
@@ -792,7 +814,7 @@ async fn bad_schedule_and_job_requests_are_refused_by_field_and_change_nothing()
         .complete_job(pb::CompleteJobRequest {
             job_id: id.clone(),
             fencing_token: claimed.fencing_token,
-            artifact: Some(artifact()),
+            artifact: Some(artifact(&claimed)),
         })
         .await
         .unwrap_err();

@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use coffer_eventstore::EventStore;
 use coffer_proto::scheduling::v1 as pb;
-use coffer_scheduling::domain::job::{Artifact, Job, JobCommand, JobKind, JobSpec, Trigger};
+use coffer_scheduling::domain::job::{
+    Artifact, Job, JobCommand, JobKind, JobSpec, Trigger, backup_object_key,
+};
 use coffer_types::{Actor, ActorKind, AgentId, AggregateId};
 
 use crate::helpers::{TestApp, TestOrg, spawn_app, spawn_tls_app};
@@ -52,10 +54,6 @@ async fn scheduled(
     (schedule, dir)
 }
 
-fn object_key(day: NaiveDate) -> String {
-    format!("orders/{day}.dump.zst.age")
-}
-
 #[tokio::test]
 async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_deletion_is_an_event()
  {
@@ -90,7 +88,8 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
     let days: Vec<NaiveDate> = first.iter_days().take(365).collect();
     for day in &days {
         let taken: DateTime<Utc> = Utc.from_utc_datetime(&day.and_hms_opt(3, 0, 0).unwrap());
-        let job = AggregateId::from(uuid::Uuid::now_v7());
+        let job_id = uuid::Uuid::now_v7();
+        let job = AggregateId::from(job_id);
         let spec = JobSpec {
             kind: JobKind::Backup,
             trigger: Trigger::Schedule,
@@ -114,6 +113,7 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
             due_at: taken,
             max_attempts: 1,
         };
+        let key = backup_object_key(job_id, &spec, 1);
         for command in [
             JobCommand::CreateJob {
                 spec,
@@ -126,9 +126,10 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
                 lease: chrono::Duration::minutes(5),
             },
             JobCommand::CompleteJob {
+                job_id,
                 fencing_token: 1,
                 artifact: Some(Artifact {
-                    object_key: object_key(*day),
+                    object_key: key.clone(),
                     size_bytes: 3,
                     sha256: "0".repeat(64),
                     recipient: "age1test".into(),
@@ -142,7 +143,7 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
                 .unwrap();
         }
         // The agent's upload.
-        let path = dir.join(object_key(*day));
+        let path = dir.join(&key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"age").unwrap();
         // Retention after each success, an hour later.
@@ -174,11 +175,13 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
     }
     assert_eq!(expected.len(), 20);
 
-    let remaining: BTreeSet<NaiveDate> = std::fs::read_dir(dir.join("orders"))
+    // Objects are named `<database>/<due time>_<job>_a<attempt>.dump.zst.age`.
+    let database = &schedule.fields.as_ref().unwrap().database_id;
+    let remaining: BTreeSet<NaiveDate> = std::fs::read_dir(dir.join(database))
         .unwrap()
         .map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            name.trim_end_matches(".dump.zst.age").parse().unwrap()
+            name[..10].parse().unwrap()
         })
         .collect();
     assert_eq!(
@@ -221,15 +224,15 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
     assert!(kept.iter().all(|(t,)| t.year() == 2025));
 }
 
-/// Runs the schedule now and has `agent` complete it, its object written at `key` first.
+/// Runs the schedule now and has `agent` complete it, its object written first at the key the
+/// claim names; returns the job and the object's path.
 async fn backup(
     app: &TestApp,
     org: &TestOrg,
     agent: &mut crate::jobs::Agent,
     schedule: &str,
     dir: &std::path::Path,
-    key: &str,
-) -> String {
+) -> (String, std::path::PathBuf) {
     let mut jobs = pb::job_service_client::JobServiceClient::new(app.authed(&org.owner_key).await);
     jobs.run_now(pb::RunNowRequest {
         org_id: org.org.to_string(),
@@ -244,20 +247,20 @@ async fn backup(
         .into_inner()
         .claimed
         .unwrap();
-    std::fs::write(dir.join(key), b"age").unwrap();
+    let path = dir.join(&claimed.object_key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"age").unwrap();
+    let artifact = crate::jobs::artifact(&claimed);
     let job = claimed.job.unwrap().job_id;
     agent
         .complete_job(pb::CompleteJobRequest {
             job_id: job.clone(),
             fencing_token: claimed.fencing_token,
-            artifact: Some(pb::Artifact {
-                object_key: key.into(),
-                ..crate::jobs::artifact()
-            }),
+            artifact: Some(artifact),
         })
         .await
         .unwrap();
-    job
+    (job, path)
 }
 
 /// The deletion events of `job`: (event type, error).
@@ -298,19 +301,19 @@ async fn a_backup_completed_by_its_agent_applies_retention_and_a_failed_deletion
     let (schedule, dir) = scheduled(&app, &acme, &agent_id, keep_one).await;
     let id = schedule.schedule_id;
 
-    // The first backup's object is a directory holding a file, which a deletion cannot remove.
-    std::fs::create_dir(dir.join("first")).unwrap();
-    std::fs::write(dir.join("first").join("pinned"), b"x").unwrap();
-    let first = backup(&app, &acme, &mut agent, &id, &dir, "first.age").await;
-    std::fs::remove_file(dir.join("first.age")).unwrap();
-    std::fs::rename(dir.join("first"), dir.join("first.age")).unwrap();
+    // The first backup's object is then swapped for a directory holding a file, which a
+    // deletion cannot remove.
+    let (first, first_path) = backup(&app, &acme, &mut agent, &id, &dir).await;
+    std::fs::remove_file(&first_path).unwrap();
+    std::fs::create_dir(&first_path).unwrap();
+    std::fs::write(first_path.join("pinned"), b"x").unwrap();
     assert!(
         deletion_events(&app, &first).await.is_empty(),
         "the newest is kept"
     );
 
     // The second backup pushes the first out; its deletion fails and is recorded so.
-    backup(&app, &acme, &mut agent, &id, &dir, "second.age").await;
+    let (_, second_path) = backup(&app, &acme, &mut agent, &id, &dir).await;
     let failed = coffer_testkit::eventually("a failed deletion", Duration::from_secs(10), || {
         let app = &app;
         let first = first.clone();
@@ -323,17 +326,15 @@ async fn a_backup_completed_by_its_agent_applies_retention_and_a_failed_deletion
     assert_eq!(failed[0], ("BackupExpired".to_owned(), String::new()));
     assert_eq!(failed[1].0, "BackupDeleted");
     assert!(!failed[1].1.is_empty(), "the storage outcome says why");
-    assert!(dir.join("first.age").exists());
+    assert!(first_path.exists());
 
     // Once the object can go, the next pass (after the next backup) deletes it.
-    std::fs::remove_dir_all(dir.join("first.age")).unwrap();
-    std::fs::write(dir.join("first.age"), b"age").unwrap();
-    let third = backup(&app, &acme, &mut agent, &id, &dir, "third.age").await;
+    std::fs::remove_dir_all(&first_path).unwrap();
+    std::fs::write(&first_path, b"age").unwrap();
+    let (third, third_path) = backup(&app, &acme, &mut agent, &id, &dir).await;
     coffer_testkit::eventually("the retried deletion", Duration::from_secs(10), || {
-        let dir = dir.clone();
-        async move {
-            (!dir.join("first.age").exists() && !dir.join("second.age").exists()).then_some(())
-        }
+        let (first, second) = (first_path.clone(), second_path.clone());
+        async move { (!first.exists() && !second.exists()).then_some(()) }
     })
     .await;
     let events = deletion_events(&app, &first).await;
@@ -341,7 +342,7 @@ async fn a_backup_completed_by_its_agent_applies_retention_and_a_failed_deletion
         events.last().unwrap(),
         &("BackupDeleted".to_owned(), String::new())
     );
-    assert!(dir.join("third.age").exists());
+    assert!(third_path.exists());
     assert!(deletion_events(&app, &third).await.is_empty());
     // The job says so, and a deleted backup cannot be restored.
     let mut jobs = pb::job_service_client::JobServiceClient::new(app.authed(&acme.owner_key).await);
