@@ -145,6 +145,13 @@ impl PublishedKeys {
         agent::authenticate_agent(&self.trust, &self.revocations, leaf, Utc::now())
     }
 
+    /// The agent `leaf`'s identity, its chain verified but its revocation not checked. Only for
+    /// reading the org's CRL: a revoked agent must still fetch the signed list that tells it it
+    /// is revoked, so that it halts (P6).
+    pub fn verify_agent_chain(&self, leaf: &[u8]) -> Result<AgentIdentity, agent::Error> {
+        self.trust.verify(leaf, Utc::now())
+    }
+
     /// Verifies a job ticket against the ticket keys published so far.
     pub fn verify_ticket(&self, ticket: &str) -> Result<JobTicket, ticket::Error> {
         let verifier = self

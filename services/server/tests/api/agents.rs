@@ -421,29 +421,8 @@ async fn a_revoked_agent_is_on_its_orgs_crl_and_stock_openssl_agrees() {
         .into_inner();
     assert!(crl.next_update.unwrap().seconds > crl.this_update.unwrap().seconds);
 
-    let intermediate = write(dir.path(), "int.pem", &kept.intermediate_pem);
-    let crl_file = write(dir.path(), "crl.pem", &crl.pem);
-    let out = openssl(
-        dir.path(),
-        &[
-            "crl",
-            "-in",
-            &crl_file,
-            "-CAfile",
-            &intermediate,
-            "-noout",
-            "-text",
-        ],
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("verify OK"),
-        "signed by the org intermediate: {text}"
-    );
+    // Signed by the org intermediate.
+    let text = crl_text(dir.path(), &crl.pem, &kept.intermediate_pem);
     assert!(text.to_lowercase().contains(&gone.serial), "{text}");
     assert!(!text.to_lowercase().contains(&kept.serial), "{text}");
 
@@ -569,18 +548,21 @@ async fn p6_an_agent_calls_over_mtls_and_its_revoked_certificate_is_refused_with
         })
         .await
         .unwrap();
+    let renew = coffer_proto::enrollment::v1::RenewRequest { csr: csr.clone() };
     let status = coffer_testkit::eventually(
         "the revoked certificate refused on the open connection",
         std::time::Duration::from_secs(1),
         || {
             let mut agent = agent.clone();
-            let request = crl(&acme);
-            async move { agent.get_crl(request).await.err() }
+            let request = renew.clone();
+            async move {
+                let status = agent.renew(request).await.unwrap_err();
+                (status.code() == Code::Unauthenticated).then_some(status)
+            }
         },
     )
     .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(1));
-    assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(
         status.message(),
         format!(
@@ -588,6 +570,43 @@ async fn p6_an_agent_calls_over_mtls_and_its_revoked_certificate_is_refused_with
             e.serial
         )
     );
+
+    // Its org's CRL stays readable to it, so it learns from the signed list that it is revoked
+    // (and halts); another org's stays hidden.
+    let list = agent.get_crl(crl(&acme)).await.unwrap().into_inner();
+    let text = crl_text(dir.path(), &list.pem, &e.intermediate_pem);
+    assert!(
+        text.to_ascii_uppercase()
+            .contains(&e.serial.to_ascii_uppercase()),
+        "{text}"
+    );
+    let status = agent.get_crl(crl(&other)).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+/// `openssl crl -text` of `crl_pem`, its signature checked against `intermediate_pem`.
+fn crl_text(dir: &Path, crl_pem: &str, intermediate_pem: &str) -> String {
+    let intermediate = write(dir, "crl-issuer.pem", intermediate_pem);
+    let crl_file = write(dir, "crl-check.pem", crl_pem);
+    let out = openssl(
+        dir,
+        &[
+            "crl",
+            "-in",
+            &crl_file,
+            "-CAfile",
+            &intermediate,
+            "-noout",
+            "-text",
+        ],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("verify OK"), "{text}");
+    text
 }
 
 #[tokio::test]
