@@ -2,7 +2,8 @@
 //! [`Client`]: [`Client::orgs`], [`Client::members`], [`Client::api_keys`],
 //! [`Client::tokens`], [`Client::enrollment_tokens`], [`Client::agents`],
 //! [`Client::credentials`], [`Client::org_keys`], [`Client::master_keys`], [`Client::audit`],
-//! [`Client::databases`], [`Client::schedules`], [`Client::jobs`], [`Client::diagnostics`].
+//! [`Client::databases`], [`Client::destinations`], [`Client::schedules`], [`Client::jobs`],
+//! [`Client::diagnostics`].
 
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ use crate::{
     EntryProof, Error, ExportOptions, ExportedBundle, Jwks, KeyCoverage, MasterKeyRotation, Member,
     NewApiKey, Org, OrgRecipient, Page, Probe, Purpose, RecoveryKey, SentProbe,
 };
-pub use scheduling::{Databases, Jobs, Schedules};
+pub use scheduling::{Databases, Destinations, Jobs, Schedules};
 
 /// Organisations (`coffer.enrollment.v1.OrgService`).
 #[derive(Debug, Clone, Copy)]

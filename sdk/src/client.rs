@@ -19,8 +19,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::api::{
-    Agents, ApiKeys, Audit, Credentials, Databases, Diagnostics, EnrollmentTokens, Jobs,
-    MasterKeys, Members, OrgKeys, Orgs, Schedules, Tokens,
+    Agents, ApiKeys, Audit, Credentials, Databases, Destinations, Diagnostics, EnrollmentTokens,
+    Jobs, MasterKeys, Members, OrgKeys, Orgs, Schedules, Tokens,
 };
 use crate::retry::{Kind, RetryPolicy};
 use crate::token::{self, Exchange};
@@ -271,6 +271,12 @@ impl Client {
     /// The database registry: the org's backup targets and the agents that reach them.
     pub fn databases(&self) -> Databases<'_> {
         Databases::new(self)
+    }
+
+    /// Storage destinations: the S3 buckets and local directories backups are written to,
+    /// each probed before it is saved.
+    pub fn destinations(&self) -> Destinations<'_> {
+        Destinations::new(self)
     }
 
     /// Backup schedules: cron timing in a time zone, pause and resume, retention.

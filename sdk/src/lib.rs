@@ -16,8 +16,9 @@
 //! - **Types.** One typed client per service ([`Client::orgs`], [`Client::members`],
 //!   [`Client::api_keys`], [`Client::tokens`], [`Client::enrollment_tokens`],
 //!   [`Client::agents`], [`Client::credentials`], [`Client::org_keys`],
-//!   [`Client::master_keys`], [`Client::audit`], [`Client::databases`], [`Client::schedules`],
-//!   [`Client::jobs`], [`Client::diagnostics`]) taking and returning SDK types: ids as the
+//!   [`Client::master_keys`], [`Client::audit`], [`Client::databases`],
+//!   [`Client::destinations`], [`Client::schedules`], [`Client::jobs`], [`Client::diagnostics`])
+//!   taking and returning SDK types: ids as the
 //!   [`OrgId`]/[`UserId`]/[`ApiKeyId`]/[`AgentId`]/[`EnrollmentTokenId`]/[`CredentialId`]/
 //!   [`DatabaseId`]/[`DestinationId`]/[`ScheduleId`]/[`JobId`] newtypes, roles as [`Role`],
 //!   closed sets of names as enums ([`Engine`], [`JobState`], [`JobKind`], …), times as
@@ -81,8 +82,8 @@ mod retry;
 mod token;
 
 pub use api::{
-    Agents, ApiKeys, Audit, BundleStream, Credentials, Databases, Diagnostics, EnrollmentTokens,
-    Jobs, MasterKeys, Members, OrgKeys, Orgs, Schedules, Tokens,
+    Agents, ApiKeys, Audit, BundleStream, Credentials, Databases, Destinations, Diagnostics,
+    EnrollmentTokens, Jobs, MasterKeys, Members, OrgKeys, Orgs, Schedules, Tokens,
 };
 pub use client::{Client, ClientOptions};
 pub use coffer_auth::Role;
@@ -97,11 +98,11 @@ pub use error::Error;
 pub use model::{
     AccessToken, Agent, ApiKey, Artifact, AuditEntry, AuditQuery, Checkpoint, ConsistencyProof,
     CreatedApiKey, CreatedEnrollmentToken, CreatedOrg, Credential, Crl, Database, DatabaseFields,
-    Engine, EnrollmentToken, EntryProof, Event, ExportOptions, ExportedBundle, Hash, Job, JobKind,
-    JobQuery, JobState, JobTrigger, Jwk, Jwks, KeyCoverage, KeyCoverageEntry, MasterKeyRotation,
-    Member, MissedRuns, NewApiKey, Org, OrgRecipient, Page, ParseNameError, ParsePurposeError,
-    Probe, Progress, Purpose, RecoveryKey, Retention, RotationState, Schedule, ScheduleFields,
-    SentProbe, WrappedKeyPurpose,
+    Destination, DestinationFields, DestinationKind, Engine, EnrollmentToken, EntryProof, Event,
+    ExportOptions, ExportedBundle, Hash, Job, JobKind, JobQuery, JobState, JobTrigger, Jwk, Jwks,
+    KeyCoverage, KeyCoverageEntry, MasterKeyRotation, Member, MissedRuns, NewApiKey, Org,
+    OrgRecipient, Page, ParseNameError, ParsePurposeError, Probe, Progress, Purpose, RecoveryKey,
+    Retention, RotationState, Schedule, ScheduleFields, SentProbe, WrappedKeyPurpose,
 };
 pub use retry::RetryPolicy;
 pub use secrecy::{ExposeSecret, SecretBox, SecretSlice, SecretString};

@@ -25,8 +25,9 @@ use crate::Error;
 mod scheduling;
 
 pub use scheduling::{
-    Artifact, Database, DatabaseFields, Engine, Job, JobKind, JobQuery, JobState, JobTrigger,
-    MissedRuns, ParseNameError, Progress, Retention, Schedule, ScheduleFields,
+    Artifact, Database, DatabaseFields, Destination, DestinationFields, DestinationKind, Engine,
+    Job, JobKind, JobQuery, JobState, JobTrigger, MissedRuns, ParseNameError, Progress, Retention,
+    Schedule, ScheduleFields,
 };
 
 /// A customer organisation.

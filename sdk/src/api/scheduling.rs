@@ -1,16 +1,18 @@
-//! Scheduling's typed clients: [`Databases`], [`Schedules`] and [`Jobs`]
+//! Scheduling's typed clients: [`Databases`], [`Destinations`], [`Schedules`] and [`Jobs`]
 //! (`coffer.scheduling.v1`).
 
 use coffer_proto::scheduling::v1 as pb;
 use coffer_proto::scheduling::v1::{
-    database_service_client::DatabaseServiceClient, job_service_client::JobServiceClient,
+    database_service_client::DatabaseServiceClient,
+    destination_service_client::DestinationServiceClient, job_service_client::JobServiceClient,
     schedule_service_client::ScheduleServiceClient,
 };
-use coffer_types::{DatabaseId, JobId, OrgId, ScheduleId};
+use coffer_types::{DatabaseId, DestinationId, JobId, OrgId, ScheduleId};
 
 use crate::client::Rpc;
 use crate::{
-    Client, Database, DatabaseFields, Error, Job, JobQuery, Page, Schedule, ScheduleFields,
+    Client, Database, DatabaseFields, Destination, DestinationFields, Error, Job, JobQuery, Page,
+    Schedule, ScheduleFields,
 };
 
 /// The database registry: an org's backup targets and the agent that reaches each one
@@ -144,6 +146,192 @@ impl<'a> Databases<'a> {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Storage destinations: the S3-compatible buckets and local directories an org's backups are
+/// written to (`coffer.scheduling.v1.DestinationService`).
+///
+/// Every registration and change is probed first (list, write, read back and delete a small
+/// object under `<prefix>.coffer-probe/`); a failing probe saves nothing and is
+/// [`Error::FailedPrecondition`] `probe failed at <step>: <cause>`. An endpoint resolving to an
+/// address the deployment does not allow (loopback, private, link-local, metadata) is
+/// [`Error::InvalidArgument`] naming `endpoint`; a local path that is not absolute, not
+/// normalised or not under one of the deployment's local roots is [`Error::InvalidArgument`]
+/// naming `path`.
+#[derive(Debug, Clone, Copy)]
+pub struct Destinations<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Destinations<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Self { client }
+    }
+
+    /// Probes, then registers a destination in `org` (version 1). Its name must be free among
+    /// the org's destinations ([`Error::AlreadyExists`]); an S3 destination's access key must
+    /// be a `storage` credential of the org holding JSON keys (else
+    /// [`Error::FailedPrecondition`] naming `access_key_vault_ref`). A field breaking a rule is
+    /// [`Error::InvalidArgument`] naming it; a failed probe is [`Error::FailedPrecondition`]
+    /// `probe failed at <step>: <cause>`. Where the server runs scheduling without the
+    /// credentials service in the same process, an S3 destination is [`Error::Unavailable`].
+    ///
+    /// Retried only when certainly not applied (see [`crate::RetryPolicy`]): a
+    /// [`Error::Transport`] answer may mean it was registered; list the destinations to check.
+    pub async fn register(
+        &self,
+        org: OrgId,
+        fields: &DestinationFields,
+    ) -> Result<Destination, Error> {
+        let request = pb::RegisterDestinationRequest {
+            org_id: org.to_string(),
+            fields: Some(fields.to_pb()),
+        };
+        self.client
+            .call(
+                Rpc::write("RegisterDestination"),
+                request,
+                |channel, request| async move {
+                    DestinationServiceClient::new(channel)
+                        .register_destination(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Probes `fields`, then replaces every field of `destination` (the next version; see
+    /// [`Destination::fields`]); it may change kind. The errors are
+    /// [`register`](Self::register)'s, and [`Error::NotFound`] for an unknown destination; a
+    /// failed probe leaves the destination as it was.
+    pub async fn change(
+        &self,
+        org: OrgId,
+        destination: DestinationId,
+        fields: &DestinationFields,
+    ) -> Result<Destination, Error> {
+        let request = pb::ChangeDestinationRequest {
+            org_id: org.to_string(),
+            destination_id: destination.to_string(),
+            fields: Some(fields.to_pb()),
+        };
+        self.client
+            .call(
+                Rpc::write("ChangeDestination"),
+                request,
+                |channel, request| async move {
+                    DestinationServiceClient::new(channel)
+                        .change_destination(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Reads one destination; [`Error::NotFound`] if `org` has no such destination.
+    pub async fn get(&self, org: OrgId, destination: DestinationId) -> Result<Destination, Error> {
+        let request = pb::GetDestinationRequest {
+            org_id: org.to_string(),
+            destination_id: destination.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("GetDestination"),
+                request,
+                |channel, request| async move {
+                    DestinationServiceClient::new(channel)
+                        .get_destination(request)
+                        .await
+                },
+            )
+            .await?
+            .try_into()
+    }
+
+    /// Every destination of `org`, by name.
+    pub async fn list(&self, org: OrgId) -> Result<Vec<Destination>, Error> {
+        let request = pb::ListDestinationsRequest {
+            org_id: org.to_string(),
+        };
+        self.client
+            .call(
+                Rpc::read("ListDestinations"),
+                request,
+                |channel, request| async move {
+                    DestinationServiceClient::new(channel)
+                        .list_destinations(request)
+                        .await
+                },
+            )
+            .await?
+            .destinations
+            .into_iter()
+            .map(Destination::try_from)
+            .collect()
+    }
+
+    /// Removes `destination`, saying why (empty: no reason); its name is free again. Objects
+    /// already written stay where they are. [`Error::NotFound`] if `org` has no such
+    /// destination.
+    pub async fn remove(
+        &self,
+        org: OrgId,
+        destination: DestinationId,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let request = pb::RemoveDestinationRequest {
+            org_id: org.to_string(),
+            destination_id: destination.to_string(),
+            reason: reason.to_owned(),
+        };
+        self.client
+            .call(
+                Rpc::write("RemoveDestination"),
+                request,
+                |channel, request| async move {
+                    DestinationServiceClient::new(channel)
+                        .remove_destination(request)
+                        .await
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Probes a saved destination again (list, write, read back, delete) and changes nothing.
+    /// `Ok` is a probe that passed every step, with the destination probed; a failed one is
+    /// [`Error::FailedPrecondition`] `probe failed at <step>: <cause>`, as is an endpoint the
+    /// deployment no longer allows. [`Error::NotFound`] if `org` has no such destination.
+    pub async fn probe(
+        &self,
+        org: OrgId,
+        destination: DestinationId,
+    ) -> Result<Destination, Error> {
+        let request = pb::ProbeDestinationRequest {
+            org_id: org.to_string(),
+            destination_id: destination.to_string(),
+        };
+        // Retried like a read: a probe saves nothing and deletes the object it wrote, so
+        // sending it twice is harmless.
+        let response = self
+            .client
+            .call(
+                Rpc::read("ProbeDestination"),
+                request,
+                |channel, request| async move {
+                    DestinationServiceClient::new(channel)
+                        .probe_destination(request)
+                        .await
+                },
+            )
+            .await?;
+        response
+            .destination
+            .ok_or_else(|| Error::protocol("ProbeDestinationResponse.destination is missing"))?
+            .try_into()
     }
 }
 

@@ -1,5 +1,5 @@
-//! Scheduling's resources: databases, schedules and jobs, and their validated conversions from
-//! `coffer.scheduling.v1`.
+//! Scheduling's resources: databases, destinations, schedules and jobs, and their validated
+//! conversions from `coffer.scheduling.v1`.
 
 use std::time::Duration;
 
@@ -232,6 +232,120 @@ impl Database {
             agent_id: self.agent_id,
         }
     }
+}
+
+/// Where a destination keeps its objects.
+///
+/// In JSON, `kind` (`s3` or `local`) beside the kind's own fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DestinationKind {
+    /// An S3-compatible bucket.
+    S3 {
+        /// `http(s)://host[:port]`, without path, query or credentials. An endpoint resolving to
+        /// an address the deployment does not allow (loopback, private, link-local, metadata)
+        /// is refused, naming `endpoint`.
+        endpoint: String,
+        /// The signing region, e.g. `us-east-1`.
+        region: String,
+        /// The bucket.
+        bucket: String,
+        /// Key prefix: empty, or ending with `/` (the server adds a missing one).
+        prefix: String,
+        /// Address the bucket in the path (`endpoint/bucket/key`) rather than the host name.
+        path_style: bool,
+        /// `vault:coffer/<org_id>/<credential_id>`: a `storage` credential of the same org
+        /// whose value is JSON `{"access_key_id": "…", "secret_access_key": "…"}`.
+        access_key_vault_ref: String,
+    },
+    /// A directory on the control plane's file system (development, NAS mounts): absolute,
+    /// normalised, under one of the deployment's `scheduling.local_roots`. A path on the
+    /// server, not on the caller's machine, hence a `String`.
+    Local {
+        /// The directory.
+        path: String,
+    },
+}
+
+impl DestinationKind {
+    /// `s3` or `local`, as in JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DestinationKind::S3 { .. } => "s3",
+            DestinationKind::Local { .. } => "local",
+        }
+    }
+}
+
+/// A destination's settings, as [`crate::Destinations::register`] and
+/// [`crate::Destinations::change`] send them. A change replaces every field: start from
+/// [`Destination::fields`] to change one.
+///
+/// ```
+/// use coffer_sdk::{DestinationFields, DestinationKind};
+/// let nas = DestinationFields {
+///     name: "nas".into(),
+///     kind: DestinationKind::Local { path: "/mnt/nas/backups/acme".into() },
+/// };
+/// # let _ = nas;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestinationFields {
+    /// Its name (1 to 128 characters), unique among the org's destinations.
+    pub name: String,
+    /// Where its objects go (in JSON, flattened beside the name).
+    #[serde(flatten)]
+    pub kind: DestinationKind,
+}
+
+impl DestinationFields {
+    pub(crate) fn to_pb(&self) -> pb::DestinationFields {
+        let kind = match &self.kind {
+            DestinationKind::S3 {
+                endpoint,
+                region,
+                bucket,
+                prefix,
+                path_style,
+                access_key_vault_ref,
+            } => pb::destination_fields::Kind::S3(pb::S3Destination {
+                endpoint: endpoint.clone(),
+                region: region.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                path_style: *path_style,
+                access_key_vault_ref: access_key_vault_ref.clone(),
+            }),
+            DestinationKind::Local { path } => {
+                pb::destination_fields::Kind::Local(pb::LocalDestination { path: path.clone() })
+            }
+        };
+        pb::DestinationFields {
+            name: self.name.clone(),
+            kind: Some(kind),
+        }
+    }
+}
+
+/// A storage destination: where an org's backups are written. It passed a probe (list, write,
+/// read back, delete) when it was registered and at each change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Destination {
+    /// Its org.
+    pub org_id: OrgId,
+    /// Its id.
+    pub destination_id: DestinationId,
+    /// Its settings as the server saved them (an S3 prefix with its trailing `/`, the endpoint
+    /// as a normalised URL); in JSON, flattened into the destination.
+    #[serde(flatten)]
+    pub fields: DestinationFields,
+    /// 1 on registration, plus one per change.
+    pub version: u32,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A GFS retention policy: which successful backups of a schedule are kept. All zeros keeps
@@ -616,6 +730,39 @@ impl TryFrom<pb::Database> for Database {
     }
 }
 
+impl TryFrom<pb::Destination> for Destination {
+    type Error = Error;
+    fn try_from(d: pb::Destination) -> Result<Self, Error> {
+        let kind = match required(d.kind, "Destination.kind")? {
+            pb::destination::Kind::S3(s3) => DestinationKind::S3 {
+                endpoint: not_empty(s3.endpoint, "S3Destination.endpoint")?,
+                region: not_empty(s3.region, "S3Destination.region")?,
+                bucket: not_empty(s3.bucket, "S3Destination.bucket")?,
+                prefix: s3.prefix,
+                path_style: s3.path_style,
+                access_key_vault_ref: not_empty(
+                    s3.access_key_vault_ref,
+                    "S3Destination.access_key_vault_ref",
+                )?,
+            },
+            pb::destination::Kind::Local(local) => DestinationKind::Local {
+                path: not_empty(local.path, "LocalDestination.path")?,
+            },
+        };
+        Ok(Self {
+            org_id: id(&d.org_id, "Destination.org_id")?,
+            destination_id: id(&d.destination_id, "Destination.destination_id")?,
+            fields: DestinationFields {
+                name: not_empty(d.name, "Destination.name")?,
+                kind,
+            },
+            version: d.version,
+            created_at: time(d.created_at, "Destination.created_at")?,
+            updated_at: time(d.updated_at, "Destination.updated_at")?,
+        })
+    }
+}
+
 impl TryFrom<pb::ScheduleFields> for ScheduleFields {
     type Error = Error;
     fn try_from(f: pb::ScheduleFields) -> Result<Self, Error> {
@@ -915,5 +1062,112 @@ mod tests {
                 message: "Database.port is not 1..=65535".into()
             }
         );
+    }
+
+    fn destination(kind: pb::destination::Kind) -> pb::Destination {
+        let now = Some(to_timestamp(Utc::now()));
+        pb::Destination {
+            org_id: OrgId::new().to_string(),
+            destination_id: DestinationId::new().to_string(),
+            name: "offsite".into(),
+            kind: Some(kind),
+            version: 2,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn bucket() -> pb::S3Destination {
+        pb::S3Destination {
+            endpoint: "https://s3.example/".into(),
+            region: "eu-central-1".into(),
+            bucket: "acme-backups".into(),
+            prefix: String::new(),
+            path_style: true,
+            access_key_vault_ref: "vault:coffer/x/y".into(),
+        }
+    }
+
+    fn s3() -> pb::destination::Kind {
+        pb::destination::Kind::S3(bucket())
+    }
+
+    #[test]
+    fn destinations_convert_and_show_their_kind_beside_their_fields_in_json() {
+        let d = Destination::try_from(destination(s3())).unwrap();
+        assert_eq!(d.fields.name, "offsite");
+        assert_eq!(d.fields.kind.as_str(), "s3");
+        assert_eq!(
+            d.fields.to_pb().kind,
+            Some(pb::destination_fields::Kind::S3(bucket())),
+            "sent back as received"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["kind"], "s3");
+        assert_eq!(json["name"], "offsite");
+        assert_eq!(json["prefix"], "", "an empty prefix is a prefix");
+        assert_eq!(json["path_style"], true);
+        assert_eq!(json["version"], 2);
+
+        let local = Destination::try_from(destination(pb::destination::Kind::Local(
+            pb::LocalDestination {
+                path: "/srv/backups".into(),
+            },
+        )))
+        .unwrap();
+        let json = serde_json::to_value(&local).unwrap();
+        assert_eq!(
+            (&json["kind"], &json["path"]),
+            (&"local".into(), &"/srv/backups".into())
+        );
+        assert!(json.get("bucket").is_none(), "{json}");
+    }
+
+    #[test]
+    fn malformed_destinations_are_protocol_errors_naming_the_field() {
+        let cases: [(pb::Destination, &str); 5] = [
+            (
+                pb::Destination {
+                    kind: None,
+                    ..destination(s3())
+                },
+                "Destination.kind is missing",
+            ),
+            (
+                pb::Destination {
+                    destination_id: "d1".into(),
+                    ..destination(s3())
+                },
+                "Destination.destination_id is not a UUID",
+            ),
+            (
+                pb::Destination {
+                    updated_at: None,
+                    ..destination(s3())
+                },
+                "Destination.updated_at is missing",
+            ),
+            (
+                destination(pb::destination::Kind::S3(pb::S3Destination {
+                    bucket: String::new(),
+                    ..bucket()
+                })),
+                "S3Destination.bucket is missing",
+            ),
+            (
+                destination(pb::destination::Kind::Local(pb::LocalDestination {
+                    path: String::new(),
+                })),
+                "LocalDestination.path is missing",
+            ),
+        ];
+        for (bad, message) in cases {
+            assert_eq!(
+                Destination::try_from(bad).unwrap_err(),
+                Error::Protocol {
+                    message: message.into()
+                }
+            );
+        }
     }
 }

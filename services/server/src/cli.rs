@@ -174,6 +174,19 @@ pub enum Command {
         #[command(subcommand)]
         command: DatabaseCommand,
     },
+    /// Storage destinations: the S3 buckets and local directories backups are written to,
+    /// each probed before it is saved (client).
+    Destination {
+        /// Server and credentials.
+        #[command(flatten)]
+        connect: ConnectArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: OutputArgs,
+        /// Which one.
+        #[command(subcommand)]
+        command: DestinationCommand,
+    },
     /// Backup schedules: cron timing in a time zone, pause and resume, retention (client).
     Schedule {
         /// Server and credentials.
@@ -674,6 +687,115 @@ pub enum DatabaseCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+/// `coffer destination …`. Registering and changing probe the destination first (list, write,
+/// read back, delete); a failing probe saves nothing.
+#[derive(Debug, Subcommand)]
+pub enum DestinationCommand {
+    /// Register an S3-compatible bucket.
+    RegisterS3 {
+        /// Its name (1 to 128 characters), unique among the org's destinations.
+        #[arg(long)]
+        name: String,
+        /// `http(s)://host[:port]`; addresses the deployment does not allow (loopback,
+        /// private, link-local, metadata) are refused.
+        #[arg(long, value_name = "URL")]
+        endpoint: String,
+        /// The signing region, e.g. us-east-1.
+        #[arg(long)]
+        region: String,
+        /// The bucket.
+        #[arg(long)]
+        bucket: String,
+        /// Key prefix (a trailing / is added; default: none).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Address the bucket in the path (endpoint/bucket/key) rather than the host name.
+        #[arg(long)]
+        path_style: bool,
+        /// The access key's credential: `vault:coffer/<org>/<credential>`, a `storage`
+        /// credential holding {"access_key_id": "…", "secret_access_key": "…"}.
+        #[arg(long, value_name = "VAULT_REF")]
+        access_key_ref: String,
+    },
+    /// Register a directory on the server's file system (under one of its local roots).
+    RegisterLocal {
+        /// Its name (1 to 128 characters), unique among the org's destinations.
+        #[arg(long)]
+        name: String,
+        /// An absolute, normalised directory on the server.
+        #[arg(long)]
+        path: String,
+    },
+    /// Change some of a destination's settings; the others stay as they are.
+    ///
+    /// S3 flags on a local destination make it an S3 one (all of --endpoint, --region,
+    /// --bucket and --access-key-ref are then needed); --path on an S3 destination makes it a
+    /// local one. The new settings are probed before they are saved.
+    Change {
+        /// The destination's id.
+        destination_id: DestinationId,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// S3 settings.
+        #[command(flatten)]
+        s3: S3Settings,
+        /// A directory on the server (local destinations).
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Show one destination.
+    Get {
+        /// The destination's id.
+        destination_id: DestinationId,
+    },
+    /// List the org's destinations.
+    List,
+    /// Remove a destination; its name is free again and what it holds stays there.
+    Remove {
+        /// The destination's id.
+        destination_id: DestinationId,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Probe a saved destination again (list, write, read back, delete); changes nothing.
+    Probe {
+        /// The destination's id.
+        destination_id: DestinationId,
+    },
+}
+
+/// The S3 settings `coffer destination change` may set; each conflicts with `--path`.
+#[derive(Debug, Clone, Args)]
+pub struct S3Settings {
+    /// `http(s)://host[:port]`.
+    #[arg(long, value_name = "URL", conflicts_with = "path")]
+    pub endpoint: Option<String>,
+    /// The signing region.
+    #[arg(long, conflicts_with = "path")]
+    pub region: Option<String>,
+    /// The bucket.
+    #[arg(long, conflicts_with = "path")]
+    pub bucket: Option<String>,
+    /// Key prefix ("" for none).
+    #[arg(long, conflicts_with = "path")]
+    pub prefix: Option<String>,
+    /// Path-style addressing: `--path-style` or `--path-style true` turns it on,
+    /// `--path-style false` off.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        conflicts_with = "path"
+    )]
+    pub path_style: Option<bool>,
+    /// The access key's credential (`vault:coffer/<org>/<credential>`).
+    #[arg(long, value_name = "VAULT_REF", conflicts_with = "path")]
+    pub access_key_ref: Option<String>,
 }
 
 /// `coffer schedule …`.

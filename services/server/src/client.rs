@@ -1,5 +1,5 @@
 //! The client commands (`coffer org|user|apikey|token|agent|credential|org-key|master-key|audit|
-//! database|schedule|job|diag …`), on top of `coffer-sdk`.
+//! database|destination|schedule|job|diag …`), on top of `coffer-sdk`.
 //!
 //! Output: with `--json`, one JSON document on stdout (an object, or an array for lists);
 //! otherwise an aligned table. A secret the server returns once (a new API key or enrollment
@@ -35,7 +35,8 @@ use crate::cli::{
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Runs a client command; `command` must be one of `org`, `user`, `apikey`, `token`, `agent`,
-/// `credential`, `org-key`, `master-key`, `audit`, `database`, `schedule`, `job`, `diag`.
+/// `credential`, `org-key`, `master-key`, `audit`, `database`, `destination`, `schedule`, `job`,
+/// `diag`.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Org {
@@ -88,6 +89,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             output,
             command,
         } => scheduling::database(&connect, output, command).await,
+        Command::Destination {
+            connect,
+            output,
+            command,
+        } => scheduling::destination(&connect, output, command).await,
         Command::Schedule {
             connect,
             output,

@@ -44,6 +44,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::MasterKey { .. }
         | Command::Audit { .. }
         | Command::Database { .. }
+        | Command::Destination { .. }
         | Command::Schedule { .. }
         | Command::Job { .. }
         | Command::Diag { .. }) => {
@@ -172,6 +173,7 @@ async fn server_command(command: Command, config: Config) -> anyhow::Result<()> 
         | Command::MasterKey { .. }
         | Command::Audit { .. }
         | Command::Database { .. }
+        | Command::Destination { .. }
         | Command::Schedule { .. }
         | Command::Job { .. }
         | Command::Diag { .. }

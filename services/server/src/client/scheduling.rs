@@ -1,16 +1,21 @@
-//! `coffer database|schedule|job …`: the database registry, backup schedules and jobs.
+//! `coffer database|destination|schedule|job …`: the database registry, storage destinations,
+//! backup schedules and jobs.
 //!
 //! `change` commands take only the settings to change: they read the current ones and send
 //! them back with the changes (the API replaces every field), so a change made by someone else
 //! between the two calls is overwritten.
 
 use anyhow::Context;
-use coffer_sdk::{Client, Database, Job, JobQuery, OrgId, Schedule, ScheduleFields};
+use coffer_sdk::{
+    Client, Database, Destination, DestinationFields, DestinationKind, Job, JobQuery, OrgId,
+    Schedule, ScheduleFields,
+};
 use serde_json::json;
 
 use super::{Table, connect, optional_time, print, print_json, target_org, time};
 use crate::cli::{
-    ConnectArgs, DatabaseCommand, JobCommand, OutputArgs, ScheduleCommand, ScheduleSettings,
+    ConnectArgs, DatabaseCommand, DestinationCommand, JobCommand, OutputArgs, S3Settings,
+    ScheduleCommand, ScheduleSettings,
 };
 
 /// `coffer database …`.
@@ -127,6 +132,179 @@ pub(super) async fn database(
     print(output, &database, || {
         databases_table(std::slice::from_ref(&database))
     })
+}
+
+/// `coffer destination …`.
+pub(super) async fn destination(
+    args: &ConnectArgs,
+    output: OutputArgs,
+    command: DestinationCommand,
+) -> anyhow::Result<()> {
+    let client = connect(args).await?;
+    let org = target_org(&client, args);
+    let destinations = client.destinations();
+    let destination = match command {
+        DestinationCommand::RegisterS3 {
+            name,
+            endpoint,
+            region,
+            bucket,
+            prefix,
+            path_style,
+            access_key_ref,
+        } => {
+            let fields = DestinationFields {
+                name,
+                kind: DestinationKind::S3 {
+                    endpoint,
+                    region,
+                    bucket,
+                    prefix,
+                    path_style,
+                    access_key_vault_ref: access_key_ref,
+                },
+            };
+            destinations
+                .register(org, &fields)
+                .await
+                .context("register destination")?
+        }
+        DestinationCommand::RegisterLocal { name, path } => {
+            let fields = DestinationFields {
+                name,
+                kind: DestinationKind::Local { path },
+            };
+            destinations
+                .register(org, &fields)
+                .await
+                .context("register destination")?
+        }
+        DestinationCommand::Change {
+            destination_id,
+            name,
+            s3,
+            path,
+        } => {
+            let mut fields = destinations
+                .get(org, destination_id)
+                .await
+                .context("get destination")?
+                .fields;
+            if let Some(name) = name {
+                fields.name = name;
+            }
+            fields.kind = change_kind(fields.kind, s3, path)?;
+            destinations
+                .change(org, destination_id, &fields)
+                .await
+                .context("change destination")?
+        }
+        DestinationCommand::Get { destination_id } => destinations
+            .get(org, destination_id)
+            .await
+            .context("get destination")?,
+        DestinationCommand::List => {
+            let list = destinations.list(org).await.context("list destinations")?;
+            return print(output, &list, || destinations_table(&list));
+        }
+        DestinationCommand::Remove {
+            destination_id,
+            reason,
+        } => {
+            destinations
+                .remove(org, destination_id, reason.as_deref().unwrap_or_default())
+                .await
+                .context("remove destination")?;
+            if output.json {
+                return print_json(&json!({
+                    "org_id": org,
+                    "destination_id": destination_id,
+                    "removed": true,
+                }));
+            }
+            println!("removed destination {destination_id} from org {org}");
+            return Ok(());
+        }
+        DestinationCommand::Probe { destination_id } => {
+            // A failed probe is an error (`probe failed at <step>: <cause>`), so what is
+            // printed here is always a pass.
+            let probed = destinations
+                .probe(org, destination_id)
+                .await
+                .context("probe destination")?;
+            if output.json {
+                return print_json(&json!({
+                    "passed": true,
+                    "destination": probed,
+                }));
+            }
+            println!("probe passed: list, write, read back, delete");
+            print!("{}", destinations_table(std::slice::from_ref(&probed)));
+            return Ok(());
+        }
+    };
+    print(output, &destination, || {
+        destinations_table(std::slice::from_ref(&destination))
+    })
+}
+
+/// `kind` with the flags given: `--path` makes (or keeps) it local; S3 flags change an S3
+/// destination, or make a local one S3 when every setting without a default is given.
+fn change_kind(
+    kind: DestinationKind,
+    s3: S3Settings,
+    path: Option<String>,
+) -> anyhow::Result<DestinationKind> {
+    // clap refuses `--path` together with an S3 flag.
+    if let Some(path) = path {
+        return Ok(DestinationKind::Local { path });
+    }
+    match kind {
+        DestinationKind::S3 {
+            endpoint,
+            region,
+            bucket,
+            prefix,
+            path_style,
+            access_key_vault_ref,
+        } => Ok(DestinationKind::S3 {
+            endpoint: s3.endpoint.unwrap_or(endpoint),
+            region: s3.region.unwrap_or(region),
+            bucket: s3.bucket.unwrap_or(bucket),
+            prefix: s3.prefix.unwrap_or(prefix),
+            path_style: s3.path_style.unwrap_or(path_style),
+            access_key_vault_ref: s3.access_key_ref.unwrap_or(access_key_vault_ref),
+        }),
+        DestinationKind::Local { path } => match s3 {
+            S3Settings {
+                endpoint: None,
+                region: None,
+                bucket: None,
+                prefix: None,
+                path_style: None,
+                access_key_ref: None,
+            } => Ok(DestinationKind::Local { path }),
+            S3Settings {
+                endpoint: Some(endpoint),
+                region: Some(region),
+                bucket: Some(bucket),
+                prefix,
+                path_style,
+                access_key_ref: Some(access_key_vault_ref),
+            } => Ok(DestinationKind::S3 {
+                endpoint,
+                region,
+                bucket,
+                prefix: prefix.unwrap_or_default(),
+                path_style: path_style.unwrap_or_default(),
+                access_key_vault_ref,
+            }),
+            _ => anyhow::bail!(
+                "a local destination becomes an S3 one only with all of --endpoint, --region, \
+                 --bucket and --access-key-ref"
+            ),
+        },
+    }
 }
 
 /// `coffer schedule …`.
@@ -358,6 +536,53 @@ fn databases_table(databases: &[Database]) -> Table {
             d.agent_id.to_string(),
             d.version.to_string(),
             d.password_vault_ref.clone(),
+        ]);
+    }
+    table
+}
+
+fn destinations_table(destinations: &[Destination]) -> Table {
+    let mut table = Table::new([
+        "DESTINATION ID",
+        "NAME",
+        "KIND",
+        "LOCATION",
+        "ENDPOINT",
+        "REGION",
+        "VERSION",
+        "ACCESS KEY REF",
+    ]);
+    for d in destinations {
+        let dash = || "-".to_owned();
+        let (location, endpoint, region, key) = match &d.fields.kind {
+            DestinationKind::S3 {
+                endpoint,
+                region,
+                bucket,
+                prefix,
+                path_style,
+                access_key_vault_ref,
+            } => (
+                format!("s3://{bucket}/{prefix}"),
+                if *path_style {
+                    format!("{endpoint} (path-style)")
+                } else {
+                    endpoint.clone()
+                },
+                region.clone(),
+                access_key_vault_ref.clone(),
+            ),
+            DestinationKind::Local { path } => (path.clone(), dash(), dash(), dash()),
+        };
+        table.row([
+            d.destination_id.to_string(),
+            d.fields.name.clone(),
+            d.fields.kind.as_str().to_owned(),
+            location,
+            endpoint,
+            region,
+            d.version.to_string(),
+            key,
         ]);
     }
     table

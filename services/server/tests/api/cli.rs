@@ -1598,6 +1598,250 @@ async fn the_cli_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
     );
 }
 
+#[tokio::test]
+async fn the_cli_registers_probes_changes_lists_and_removes_destinations() {
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let key = acme.owner_key.as_str();
+    let dir = app.local_root().join(coffer_testkit::unique("nas-"));
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.to_str().unwrap();
+    let bucket = crate::destinations::create_bucket().await;
+    let access_key = crate::destinations::storage_key(&app, &acme).await;
+    let endpoint = coffer_testkit::kms_endpoint();
+
+    let nas = json(
+        &app,
+        key,
+        &[
+            "destination",
+            "register-local",
+            "--name",
+            "nas",
+            "--path",
+            path,
+        ],
+    )
+    .await;
+    assert_eq!(
+        (&nas["kind"], &nas["path"], &nas["version"]),
+        (&Value::from("local"), &Value::from(path), &Value::from(1))
+    );
+    assert_eq!(nas["org_id"], acme.org.to_string());
+    let nas_id = nas["destination_id"].as_str().unwrap().to_owned();
+    let offsite = json(
+        &app,
+        key,
+        &[
+            "destination",
+            "register-s3",
+            "--name",
+            "offsite",
+            "--endpoint",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--bucket",
+            &bucket,
+            "--prefix",
+            "acme",
+            "--path-style",
+            "--access-key-ref",
+            &access_key,
+        ],
+    )
+    .await;
+    assert_eq!(offsite["kind"], "s3");
+    assert_eq!(offsite["prefix"], "acme/", "a trailing / is added");
+    assert_eq!(offsite["path_style"], true);
+    assert_eq!(offsite["access_key_vault_ref"], access_key.as_str());
+    let offsite_id = offsite["destination_id"].as_str().unwrap().to_owned();
+
+    // Change: only what is given changes.
+    let changed = json(
+        &app,
+        key,
+        &["destination", "change", &offsite_id, "--prefix", "acme/v2"],
+    )
+    .await;
+    assert_eq!(
+        (&changed["prefix"], &changed["version"]),
+        (&Value::from("acme/v2/"), &Value::from(2))
+    );
+    for field in [
+        "name",
+        "endpoint",
+        "region",
+        "bucket",
+        "path_style",
+        "created_at",
+    ] {
+        assert_eq!(changed[field], offsite[field], "{field} stays");
+    }
+    let renamed = json(
+        &app,
+        key,
+        &["destination", "change", &nas_id, "--name", "nas-primary"],
+    )
+    .await;
+    assert_eq!(
+        (&renamed["name"], &renamed["path"], &renamed["version"]),
+        (
+            &Value::from("nas-primary"),
+            &Value::from(path),
+            &Value::from(2)
+        )
+    );
+    assert_eq!(
+        json(&app, key, &["destination", "get", &nas_id]).await,
+        renamed
+    );
+    let listed = json(&app, key, &["destination", "list"]).await;
+    assert_eq!(
+        listed,
+        Value::Array(vec![renamed.clone(), changed.clone()]),
+        "by name"
+    );
+    let table = stdout(&coffer(&app, key, &["destination", "list"]).await);
+    assert!(table.starts_with("DESTINATION ID"), "{table}");
+    for expected in [
+        nas_id.as_str(),
+        "nas-primary",
+        path,
+        &offsite_id,
+        &format!("s3://{bucket}/acme/v2/"),
+        &format!("{endpoint}/ (path-style)"),
+        "us-east-1",
+        &access_key,
+    ] {
+        assert!(table.contains(expected), "{expected} in {table}");
+    }
+
+    // Probe: a pass shows the destination; a failure is one line naming the step.
+    let probed = json(&app, key, &["destination", "probe", &nas_id]).await;
+    assert_eq!(probed["passed"], true);
+    assert_eq!(probed["destination"], renamed);
+    let text = stdout(&coffer(&app, key, &["destination", "probe", &offsite_id]).await);
+    assert!(text.starts_with("probe passed: "), "{text}");
+    assert!(text.contains(&offsite_id), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let line = failure_line(&coffer(&app, key, &["destination", "probe", &nas_id]).await);
+    assert!(
+        line.starts_with("coffer: probe destination: failed precondition: probe failed at list: "),
+        "{line}"
+    );
+
+    // Refused by the server naming the field, or by the CLI naming the flags.
+    let outside = coffer(
+        &app,
+        key,
+        &[
+            "destination",
+            "register-local",
+            "--name",
+            "etc",
+            "--path",
+            "/etc",
+        ],
+    )
+    .await;
+    let line = failure_line(&outside);
+    assert!(
+        line.starts_with(
+            "coffer: register destination: invalid argument: path must lie under one of the \
+             deployment's local roots"
+        ),
+        "{line}"
+    );
+    let line = failure_line(
+        &coffer(
+            &app,
+            key,
+            &["destination", "change", &nas_id, "--bucket", &bucket],
+        )
+        .await,
+    );
+    assert_eq!(
+        line,
+        "coffer: a local destination becomes an S3 one only with all of --endpoint, --region, \
+         --bucket and --access-key-ref"
+    );
+    let out = coffer(
+        &app,
+        key,
+        &[
+            "destination",
+            "change",
+            &offsite_id,
+            "--path",
+            path,
+            "--bucket",
+            &bucket,
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+    assert_eq!(
+        json(&app, key, &["destination", "list"]).await,
+        listed,
+        "nothing changed"
+    );
+
+    // A local destination becomes an S3 one (prefix and path-style take their defaults
+    // unless given), keeping its id.
+    let moved = json(
+        &app,
+        key,
+        &[
+            "destination",
+            "change",
+            &nas_id,
+            "--endpoint",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--bucket",
+            &bucket,
+            "--path-style",
+            "true",
+            "--access-key-ref",
+            &access_key,
+        ],
+    )
+    .await;
+    assert_eq!(
+        (&moved["kind"], &moved["prefix"], &moved["path_style"]),
+        (&Value::from("s3"), &Value::from(""), &Value::from(true))
+    );
+    assert!(moved.get("path").is_none(), "{moved}");
+    assert_eq!(moved["destination_id"], nas_id.as_str());
+
+    // Remove.
+    let removed = json(
+        &app,
+        key,
+        &["destination", "remove", &nas_id, "--reason", "moved"],
+    )
+    .await;
+    assert_eq!(removed["removed"], true);
+    let text = stdout(&coffer(&app, key, &["destination", "remove", &offsite_id]).await);
+    assert_eq!(
+        text,
+        format!("removed destination {offsite_id} from org {}\n", acme.org)
+    );
+    let line = failure_line(&coffer(&app, key, &["destination", "get", &nas_id]).await);
+    assert!(
+        line.starts_with("coffer: get destination: not found: "),
+        "{line}"
+    );
+    assert_eq!(
+        json(&app, key, &["destination", "list"]).await,
+        Value::Array(vec![])
+    );
+}
+
 /// Runs `coffer <args>` like [`coffer`] against a TLS `app`, trusting its certificate (the file
 /// `ca`) the way a user would: through `SSL_CERT_FILE`, which the system roots include.
 async fn coffer_trusting(

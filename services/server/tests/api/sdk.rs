@@ -1524,3 +1524,213 @@ async fn the_sdk_registers_a_database_schedules_it_and_runs_lists_and_cancels_it
         .unwrap();
     assert!(client.databases().list(org).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_sdk_registers_probes_changes_lists_and_removes_destinations() {
+    use coffer_sdk::{DestinationFields, DestinationKind};
+
+    let app = spawn_app().await;
+    let acme = app.new_org("Acme").await;
+    let client = owner(&app, &acme).await;
+    let destinations = client.destinations();
+    let org = acme.org;
+
+    // A local directory under the deployment's local root.
+    let dir = app.local_root().join(coffer_testkit::unique("nas-"));
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.to_string_lossy().into_owned();
+    let nas_fields = DestinationFields {
+        name: "nas".into(),
+        kind: DestinationKind::Local { path: path.clone() },
+    };
+    let nas = destinations.register(org, &nas_fields).await.unwrap();
+    assert_eq!((nas.org_id, nas.version), (org, 1));
+    assert_eq!(nas.fields, nas_fields);
+    assert_eq!(nas.created_at, nas.updated_at);
+    assert_eq!(
+        destinations.get(org, nas.destination_id).await.unwrap(),
+        nas
+    );
+    assert_eq!(
+        destinations.probe(org, nas.destination_id).await.unwrap(),
+        nas,
+        "a passing probe answers with the destination, unchanged"
+    );
+
+    // An S3 bucket in the stack's moto; the server normalises the prefix and endpoint.
+    let bucket = crate::destinations::create_bucket().await;
+    let key = crate::destinations::storage_key(&app, &acme).await;
+    let s3 = |prefix: &str| DestinationFields {
+        name: "offsite".into(),
+        kind: DestinationKind::S3 {
+            endpoint: coffer_testkit::kms_endpoint(),
+            region: "us-east-1".into(),
+            bucket: bucket.clone(),
+            prefix: prefix.into(),
+            path_style: true,
+            access_key_vault_ref: key.clone(),
+        },
+    };
+    let offsite = destinations.register(org, &s3("acme")).await.unwrap();
+    let DestinationKind::S3 {
+        endpoint, prefix, ..
+    } = &offsite.fields.kind
+    else {
+        panic!("{offsite:?}")
+    };
+    assert_eq!(prefix, "acme/", "a trailing / is added");
+    assert_eq!(endpoint, &format!("{}/", coffer_testkit::kms_endpoint()));
+    assert_eq!(
+        destinations.list(org).await.unwrap(),
+        vec![nas.clone(), offsite.clone()],
+        "by name"
+    );
+
+    // A change replaces every field, after a probe: start from the current ones.
+    let mut fields = offsite.fields.clone();
+    if let DestinationKind::S3 { prefix, .. } = &mut fields.kind {
+        *prefix = "acme/v2/".into();
+    }
+    let changed = destinations
+        .change(org, offsite.destination_id, &fields)
+        .await
+        .unwrap();
+    assert_eq!(changed.version, 2);
+    assert_eq!(changed.created_at, offsite.created_at);
+    assert_eq!(changed.fields, fields);
+    let mut renamed = nas.fields.clone();
+    renamed.name = "nas-primary".into();
+    let nas = destinations
+        .change(org, nas.destination_id, &renamed)
+        .await
+        .unwrap();
+    assert_eq!((nas.fields.name.as_str(), nas.version), ("nas-primary", 2));
+
+    // Refusals: by field, and a probe that fails saves nothing.
+    let err = destinations
+        .register(
+            org,
+            &DestinationFields {
+                name: "outside".into(),
+                kind: DestinationKind::Local {
+                    path: "/etc".into(),
+                },
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(
+        err.to_string().starts_with(
+            "invalid argument: path must lie under one of the deployment's local roots"
+        ),
+        "{err}"
+    );
+    let mut metadata = s3("");
+    if let DestinationKind::S3 { endpoint, .. } = &mut metadata.kind {
+        *endpoint = "http://169.254.169.254".into();
+    }
+    metadata.name = "metadata".into();
+    let err = destinations.register(org, &metadata).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message }
+            if message.starts_with("endpoint 169.254.169.254 is a metadata address")),
+        "{err}"
+    );
+    let absent = app.local_root().join(coffer_testkit::unique("absent-"));
+    let err = destinations
+        .change(
+            org,
+            nas.destination_id,
+            &DestinationFields {
+                name: "nas-primary".into(),
+                kind: DestinationKind::Local {
+                    path: absent.to_string_lossy().into_owned(),
+                },
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("failed precondition: probe failed at list: "),
+        "{err}"
+    );
+    assert_eq!(
+        destinations.get(org, nas.destination_id).await.unwrap(),
+        nas,
+        "a failed change leaves it as it was"
+    );
+    // A saved destination whose directory went away fails its next probe and stays saved.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = destinations
+        .probe(org, nas.destination_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::FailedPrecondition { message }
+            if message.starts_with("probe failed at list: ")),
+        "{err}"
+    );
+    assert_eq!(destinations.list(org).await.unwrap().len(), 2);
+
+    // Another org sees none of it (P5).
+    let other = owner(&app, &app.new_org("Other").await).await;
+    for err in [
+        other
+            .destinations()
+            .get(org, nas.destination_id)
+            .await
+            .unwrap_err(),
+        other
+            .destinations()
+            .get(other.org(), nas.destination_id)
+            .await
+            .unwrap_err(),
+        other
+            .destinations()
+            .probe(other.org(), offsite.destination_id)
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    }
+    assert!(
+        other
+            .destinations()
+            .list(other.org())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Removed: gone, and its name is free again.
+    destinations
+        .remove(org, nas.destination_id, "decommissioned")
+        .await
+        .unwrap();
+    let err = destinations.get(org, nas.destination_id).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    assert_eq!(destinations.list(org).await.unwrap(), vec![changed.clone()]);
+    let err = destinations
+        .remove(org, nas.destination_id, "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::NotFound), "{err}");
+    let again = app.local_root().join(coffer_testkit::unique("nas-"));
+    std::fs::create_dir(&again).unwrap();
+    let reused = destinations
+        .register(
+            org,
+            &DestinationFields {
+                name: "nas-primary".into(),
+                kind: DestinationKind::Local {
+                    path: again.to_string_lossy().into_owned(),
+                },
+            },
+        )
+        .await
+        .unwrap();
+    assert_ne!(reused.destination_id, nas.destination_id);
+}
