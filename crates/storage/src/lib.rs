@@ -4,9 +4,14 @@
 //! - [`Location`]: an S3-compatible bucket (endpoint, region, bucket, prefix, path-style) or a
 //!   local directory (development, NAS mounts).
 //! - [`Store`]: an object-store handle over a location: [`Store::list`], [`Store::put`],
-//!   [`Store::get`], and — only with the cargo feature `delete`, which only scheduling enables —
-//!   `Store::delete` and `Store::probe` (list → write → read back → delete of a small random
-//!   object). The agent never has a delete call compiled in.
+//!   [`Store::get`], the streaming [`Store::upload`] and [`Store::download`], and — only with the
+//!   cargo feature `delete`, which only scheduling enables — `Store::delete` and `Store::probe`
+//!   (list → write → read back → delete of a small random object). The agent never has a delete
+//!   call compiled in.
+//! - [`Upload`]: an object being written in chunks with bounded memory (S3: a multipart upload
+//!   of [`PART_SIZE`] parts; local: an unnamed file named on finish). Nothing is visible at the
+//!   key until [`Upload::finish`]; [`Upload::abort`] leaves nothing behind, without a delete call.
+//! - [`Download`]: an object read as a stream ([`tokio::io::AsyncRead`]).
 //! - [`guard`]: the SSRF guard, checked when a destination is saved and on every connection.
 //! - [`S3Key`]: an S3 access key as a storage credential holds it; the secret never prints.
 //!
@@ -19,9 +24,12 @@ mod s3;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, ReadBuf};
 
 pub use guard::{AddressClass, EndpointError, Guard, Policy, Refused};
 
@@ -150,6 +158,11 @@ pub struct ProbeError {
     pub cause: Error,
 }
 
+/// The size of the parts a streaming upload sends to S3 (the last part may be shorter). S3 wants
+/// at least 5 MiB for all but the last part and allows 10,000 parts, so one object can hold up to
+/// 78 GiB. An upload buffers about two parts: one being filled while the previous one is sent.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
 /// Where [`Store::probe`] writes its object, under the location's prefix.
 pub const PROBE_DIR: &str = ".coffer-probe";
 
@@ -277,6 +290,55 @@ impl Store {
         }
     }
 
+    /// Starts writing a new object at `key`; nothing is visible at `key` until
+    /// [`Upload::finish`]. Give up with [`Upload::abort`].
+    ///
+    /// An S3 upload replaces an object already at `key` when it finishes; a local one refuses to
+    /// (here, and again at finish). A local upload needs Linux and a file system with `O_TMPFILE`
+    /// (ext4, xfs, btrfs, tmpfs do; NFS does not, so an NFS-mounted NAS fails here with a message
+    /// saying so), and creates the directories of `key` at once, which stay if the upload is
+    /// abandoned (they hold no object).
+    pub async fn upload(&self, key: &str) -> Result<Upload, Error> {
+        check_key(key)?;
+        let inner = match &self.backend {
+            Backend::S3(s) => UploadInner::S3(s.upload(key).await?),
+            #[cfg(target_os = "linux")]
+            Backend::Local(l) => UploadInner::Local(l.upload(key).await?),
+            #[cfg(not(target_os = "linux"))]
+            Backend::Local(_) => {
+                return Err(Error::Failed(
+                    "streaming uploads to a local directory need Linux (O_TMPFILE)".into(),
+                ));
+            }
+        };
+        Ok(Upload {
+            inner,
+            key: key.to_owned(),
+            written: 0,
+            broken: false,
+        })
+    }
+
+    /// Streams the object at `key` ([`Error::NotFound`] if there is none).
+    pub async fn download(&self, key: &str) -> Result<Download, Error> {
+        check_key(key)?;
+        let (body, size): (Pin<Box<dyn AsyncRead + Send + Sync>>, _) = match &self.backend {
+            Backend::S3(s) => {
+                let (body, size) = s.download(key).await?;
+                (Box::pin(body), size)
+            }
+            Backend::Local(l) => {
+                let (file, size) = l.download(key).await?;
+                (Box::pin(file), Some(size))
+            }
+        };
+        Ok(Download {
+            body,
+            size,
+            key: key.to_owned(),
+        })
+    }
+
     /// Deletes the object at `key` (no error if there is none).
     #[cfg(feature = "delete")]
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
@@ -328,6 +390,148 @@ impl Store {
         }
         self.delete(&key).await.map_err(at(Step::Delete))?;
         Ok(())
+    }
+}
+
+enum UploadInner {
+    S3(s3::Upload),
+    #[cfg(target_os = "linux")]
+    Local(local::Upload),
+}
+
+/// An object being written by [`Store::upload`]. Call [`Upload::finish`] to make it appear, or
+/// [`Upload::abort`] to give it up.
+///
+/// Dropping an upload without either leaves no object at the key. A local upload then leaves
+/// nothing at all (its unnamed file is freed when it closes). An S3 upload's parts already sent
+/// stay in the bucket, invisible to listings but billed, until an `AbortMultipartUpload` or a
+/// bucket lifecycle rule (`AbortIncompleteMultipartUpload`) discards them: call
+/// [`Upload::abort`] on every path that gives up.
+pub struct Upload {
+    inner: UploadInner,
+    key: String,
+    written: u64,
+    /// A write failed, so the object would miss bytes: only `abort` is left.
+    broken: bool,
+}
+
+impl fmt::Debug for Upload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &self.inner {
+            UploadInner::S3(_) => "s3",
+            #[cfg(target_os = "linux")]
+            UploadInner::Local(_) => "local",
+        };
+        f.debug_struct("Upload")
+            .field("backend", &backend)
+            .field("key", &self.key)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    /// Appends `chunk`, of any size. S3 uploads buffer into [`PART_SIZE`] parts and send one
+    /// whenever it is full, waiting first for the previous one, so a producer faster than the
+    /// destination is held back here.
+    ///
+    /// After an error the upload cannot go on (a part may be missing): every later `write` and
+    /// `finish` fails, and [`Upload::abort`] discards it.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        if self.broken {
+            return Err(broken());
+        }
+        let len = chunk.len() as u64;
+        let result = match &mut self.inner {
+            UploadInner::S3(u) => u.write(chunk).await,
+            #[cfg(target_os = "linux")]
+            UploadInner::Local(u) => u.write(chunk).await,
+        };
+        match result {
+            Ok(()) => {
+                self.written += len;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes the object and returns its size in bytes; only now does it appear at the key.
+    /// If this fails, nothing appears and nothing is left behind (an S3 upload is aborted).
+    pub async fn finish(self) -> Result<u64, Error> {
+        if self.broken {
+            // Best effort: the error the caller needs is that the upload cannot finish.
+            let _ = self.abort().await;
+            return Err(broken());
+        }
+        match self.inner {
+            UploadInner::S3(u) => u.finish().await?,
+            #[cfg(target_os = "linux")]
+            UploadInner::Local(u) => u.finish().await?,
+        }
+        Ok(self.written)
+    }
+
+    /// Abandons the upload; nothing is left behind at the destination. S3: an
+    /// `AbortMultipartUpload`, which discards the parts sent (it cannot remove a finished
+    /// object). Local: the unnamed file is closed, and the kernel frees it.
+    pub async fn abort(self) -> Result<(), Error> {
+        match self.inner {
+            UploadInner::S3(mut u) => u.abort().await,
+            #[cfg(target_os = "linux")]
+            UploadInner::Local(u) => {
+                drop(u);
+                Ok(())
+            }
+        }
+    }
+}
+
+// The agent moves uploads and downloads into tasks; keep that possible.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Upload>();
+    send_sync::<Download>();
+};
+
+fn broken() -> Error {
+    Error::Failed("an earlier write of this upload failed; it can only be aborted".into())
+}
+
+/// An object being read by [`Store::download`]: an [`AsyncRead`] of its bytes, streamed from the
+/// destination as they are read.
+pub struct Download {
+    body: Pin<Box<dyn AsyncRead + Send + Sync>>,
+    size: Option<u64>,
+    key: String,
+}
+
+impl Download {
+    /// The object's size in bytes, when the destination said.
+    pub fn size(&self) -> Option<u64> {
+        self.size
+    }
+}
+
+impl fmt::Debug for Download {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Download")
+            .field("key", &self.key)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Download {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.body.as_mut().poll_read(cx, buf)
     }
 }
 

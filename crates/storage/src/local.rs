@@ -3,6 +3,11 @@
 //! root at every operation (so a path swapped for a symlink after saving is refused, the file
 //! system's version of DNS rebinding), and the directory an object lands in must lie under the
 //! root's real path.
+//!
+//! A streaming upload writes an unnamed file (`O_TMPFILE`) in the directory the object lands in
+//! and names it only when finished (`linkat`), so an unfinished upload is never visible and an
+//! abandoned one is freed by the kernel when its descriptor closes: nothing is ever removed,
+//! which keeps the agent free of delete calls. Linux only.
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +61,12 @@ impl LocalStore {
 
     /// The file for `key`, after checking that its directory really lies under the root.
     async fn file(&self, key: &str, create_dirs: bool) -> Result<PathBuf, Error> {
+        Ok(self.located(key, create_dirs).await?.1)
+    }
+
+    /// The root's real path and the file for `key`, after checking that its directory really
+    /// lies under the root.
+    async fn located(&self, key: &str, create_dirs: bool) -> Result<(PathBuf, PathBuf), Error> {
         let root = self.real_root().await?;
         let path = root.join(key);
         let parent = path.parent().unwrap_or(&root).to_path_buf();
@@ -85,7 +96,7 @@ impl LocalStore {
                 "{key} is a symbolic link, which is never followed"
             )));
         }
-        Ok(path)
+        Ok((root, path))
     }
 
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>, Error> {
@@ -161,6 +172,52 @@ impl LocalStore {
         }
     }
 
+    /// Starts a streaming upload at `key`: an unnamed file in the directory the object lands in.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn upload(&self, key: &str) -> Result<Upload, Error> {
+        let (root, path) = self.located(key, true).await?;
+        // Checked again when finishing (the link fails if a file appeared since); this spares
+        // streaming gigabytes only to be refused at the end.
+        if tokio::fs::symlink_metadata(&path).await.is_ok() {
+            return Err(exists(key));
+        }
+        let name = path
+            .file_name()
+            .ok_or(Error::BadKey("must name a file"))?
+            .to_owned();
+        let parent = path.parent().unwrap_or(&root).to_path_buf();
+        let owned_key = key.to_owned();
+        let (dir, file) =
+            tokio::task::spawn_blocking(move || open_unnamed(&root, &parent, &owned_key))
+                .await
+                .map_err(|e| Error::Failed(format!("cannot start the upload: {e}")))??;
+        Ok(Upload {
+            file: tokio::fs::File::from_std(file),
+            dir,
+            name,
+            key: key.to_owned(),
+        })
+    }
+
+    /// Opens the object at `key` for streaming; returns the file and its size.
+    pub(crate) async fn download(&self, key: &str) -> Result<(tokio::fs::File, u64), Error> {
+        let path = self.file(key, false).await?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound),
+            Err(e) => return Err(io(&format!("cannot read {key}"), &e)),
+        };
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|e| io(&format!("cannot read {key}"), &e))?;
+        // A directory is not an object, as `list` sees it.
+        if !meta.is_file() {
+            return Err(Error::NotFound);
+        }
+        Ok((file, meta.len()))
+    }
+
     #[cfg(feature = "delete")]
     pub(crate) async fn delete(&self, key: &str) -> Result<(), Error> {
         let path = match self.file(key, false).await {
@@ -185,4 +242,140 @@ fn relative(root: &Path, path: &Path) -> String {
         .collect::<Vec<_>>()
         .join("/");
     if text.is_empty() { ".".into() } else { text }
+}
+
+#[cfg(target_os = "linux")]
+fn exists(key: &str) -> Error {
+    Error::Failed(format!(
+        "an object already exists at {key}; uploads never replace one"
+    ))
+}
+
+/// `/proc/self/fd/<fd>`: the path through which the kernel links an unnamed file (`linkat` with
+/// `AT_EMPTY_PATH` would need `CAP_DAC_READ_SEARCH`), and reads a descriptor's real path.
+#[cfg(target_os = "linux")]
+fn proc_fd(fd: std::os::fd::BorrowedFd<'_>) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens `parent` and an unnamed file in it. The object is later linked into the directory this
+/// descriptor holds, whatever happens to the path meanwhile, so that directory is the one checked
+/// against the root.
+#[cfg(target_os = "linux")]
+fn open_unnamed(
+    root: &Path,
+    parent: &Path,
+    key: &str,
+) -> Result<(std::os::fd::OwnedFd, std::fs::File), Error> {
+    use std::os::fd::AsFd;
+
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+
+    let shown = relative(root, parent);
+    let dir = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(&format!("cannot open {shown}"), &e.into()))?;
+    let real = std::fs::read_link(proc_fd(dir.as_fd())).map_err(|e| {
+        io(
+            &format!("cannot resolve {shown} through /proc/self/fd (is /proc mounted?)"),
+            &e,
+        )
+    })?;
+    if !real.starts_with(root) {
+        return Err(Error::Failed(format!(
+            "{shown} leads outside the destination through a symbolic link"
+        )));
+    }
+    // Mode as `put` creates files: 0666 less the umask.
+    let file = rustix::fs::openat(
+        &dir,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )
+    .map_err(|e| match e {
+        // EOPNOTSUPP: the file system has no O_TMPFILE; EISDIR: the kernel has none (< 3.11).
+        Errno::OPNOTSUPP | Errno::ISDIR => Error::Failed(format!(
+            "the file system of {shown} does not support unnamed temporary files (O_TMPFILE), \
+             which streaming uploads to a local directory need"
+        )),
+        e => io(&format!("cannot write {key}"), &e.into()),
+    })?;
+    Ok((dir, std::fs::File::from(file)))
+}
+
+/// A streaming upload to a local directory: an unnamed file, named when finished.
+#[cfg(target_os = "linux")]
+pub(crate) struct Upload {
+    file: tokio::fs::File,
+    /// The directory the object lands in, checked against the root when the upload started.
+    dir: std::os::fd::OwnedFd,
+    name: std::ffi::OsString,
+    key: String,
+}
+
+#[cfg(target_os = "linux")]
+impl Upload {
+    pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .write_all(&chunk)
+            .await
+            .map_err(|e| io(&format!("cannot write {}", self.key), &e))
+    }
+
+    /// Makes the data durable, then gives the file its name; refuses if the name is taken.
+    pub(crate) async fn finish(self) -> Result<(), Error> {
+        use tokio::io::AsyncWriteExt;
+        let Upload {
+            mut file,
+            dir,
+            name,
+            key,
+        } = self;
+        // tokio writes in the background; its last write's error surfaces here.
+        file.flush()
+            .await
+            .map_err(|e| io(&format!("cannot write {key}"), &e))?;
+        let file = file.into_std().await;
+        tokio::task::spawn_blocking(move || link(&file, &dir, &name, &key))
+            .await
+            .map_err(|e| Error::Failed(format!("cannot finish the upload: {e}")))?
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn link(
+    file: &std::fs::File,
+    dir: &std::os::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    key: &str,
+) -> Result<(), Error> {
+    use std::os::fd::AsFd;
+
+    use rustix::fs::{AtFlags, CWD};
+    use rustix::io::Errno;
+
+    // Durable before it has a name: a crash never leaves a named, half-written object.
+    file.sync_all()
+        .map_err(|e| io(&format!("cannot write {key}"), &e))?;
+    // linkat never replaces an existing name, so a finished object is never overwritten.
+    rustix::fs::linkat(
+        CWD,
+        proc_fd(file.as_fd()),
+        dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(|e| match e {
+        Errno::EXIST => exists(key),
+        e => io(&format!("cannot name {key}"), &e.into()),
+    })?;
+    // And the new name durable too.
+    rustix::fs::fsync(dir).map_err(|e| io(&format!("cannot name {key}"), &e.into()))
 }
