@@ -272,7 +272,10 @@ impl Store {
         }
     }
 
-    /// Writes `bytes` at `key`, replacing any object there.
+    /// Writes `bytes` at `key`, replacing any object there. Replacing an object destroys it,
+    /// so, like `delete`, only the `delete` feature has it; uploads ([`Store::upload`]) never
+    /// replace one.
+    #[cfg(feature = "delete")]
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), Error> {
         check_key(key)?;
         match &self.backend {

@@ -143,6 +143,7 @@ impl LocalStore {
         Ok(keys)
     }
 
+    #[cfg(feature = "delete")]
     pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<(), Error> {
         let path = self.file(key, true).await?;
         // Written aside and renamed, so a reader never sees half an object.

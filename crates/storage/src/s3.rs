@@ -167,6 +167,7 @@ impl S3Store {
         Ok(keys)
     }
 
+    #[cfg(feature = "delete")]
     pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<(), Error> {
         self.client
             .put_object()

@@ -1,5 +1,6 @@
 //! `coffer` integration tests: the production wiring on port 0, real Postgres and NATS.
 
+mod agent;
 mod agents;
 mod audit;
 mod audit_tamper;
