@@ -630,3 +630,51 @@ async fn p1_p7_the_agent_backs_up_to_a_local_destination_stock_tools_restore_it_
         "the restore job recreates the source"
     );
 }
+
+/// The demangled function symbols linked into `binary`.
+fn symbols(binary: &Path) -> Vec<String> {
+    let out = std::process::Command::new("nm")
+        .args(["--demangle", "--defined-only"])
+        .arg(binary)
+        .output()
+        .expect("run nm (binutils)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.splitn(3, ' ').nth(2).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn p6_the_agent_binary_has_no_delete_call_compiled_in() {
+    // What deleting or replacing a backup object would link: S3 DeleteObject(s) and
+    // PutObject (a put replaces), and coffer-storage's own delete and put.
+    let forbidden = |s: &str| {
+        s.contains("delete_object")
+            || s.contains("put_object")
+            || s.starts_with("coffer_storage::Store::delete")
+            || s.starts_with("coffer_storage::Store::put")
+            || s.contains("LocalStore::delete")
+            || s.contains("S3Store::delete")
+    };
+    let agent = symbols(&agent_binary());
+    let found: Vec<&String> = agent.iter().filter(|s| forbidden(s)).collect();
+    assert!(
+        found.is_empty(),
+        "delete paths linked into the agent: {found:?}"
+    );
+    // The scan sees what it looks for: the agent links its uploads, and the server, built
+    // with coffer-storage's `delete` feature for retention, links the deletes.
+    assert!(agent.iter().any(|s| s.contains("upload_part")));
+    let server = symbols(Path::new(env!("CARGO_BIN_EXE_coffer")));
+    assert!(server.iter().any(|s| s.contains("delete_object")));
+    assert!(
+        server
+            .iter()
+            .any(|s| s.starts_with("coffer_storage::Store::delete"))
+    );
+}
