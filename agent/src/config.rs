@@ -117,7 +117,7 @@ impl Default for Config {
             restore: RestoreConfig {
                 pg_restore: PathBuf::from("pg_restore"),
                 mariadb: PathBuf::from("mariadb"),
-                max_window_log: 27,
+                max_window_log: crate::pipeline::DEFAULT_MAX_WINDOW_LOG,
                 max_output_bytes: 1 << 40,
             },
             storage: StorageConfig {

@@ -429,6 +429,7 @@ async fn backup(
         sha256: outcome.sha256,
         recipient: outcome.recipient,
         age_header_sha256: outcome.age_header_sha256,
+        dump_bytes: outcome.bytes_read,
     }))
 }
 
@@ -469,9 +470,14 @@ async fn restore(
             )
         })?
         .into_inner();
+    // The response wipes its copy of the key when dropped (`coffer_proto`'s zeroize_on_drop).
     let file_key = pipeline::FileKey::from_slice(&unwrapped.file_key).map_err(|e| e.to_string())?;
     drop(unwrapped);
-    let spec = crate::engine::restore_spec(&agent.config, &work.database, password)?;
+    let mut spec = crate::engine::restore_spec(&agent.config, &work.database, password)?;
+    // The backup decompresses to what its dump program wrote, and not a byte more.
+    if artifact.dump_bytes > 0 {
+        spec.max_output_bytes = spec.max_output_bytes.min(artifact.dump_bytes);
+    }
     pipeline::restore(
         header,
         download,

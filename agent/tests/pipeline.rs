@@ -410,6 +410,56 @@ async fn checksum_mismatch_kills_the_restore_before_its_input_ends() {
     }
 }
 
+/// A restore into a shell that copies its input to `path`, so the test can see how much of
+/// the plaintext the program received.
+fn into_file(path: &std::path::Path) -> RestoreSpec {
+    let mut spec = RestoreSpec::new("sh", u64::MAX);
+    spec.args = vec!["-c".into(), "exec cat > \"$0\"".into(), path.into()];
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_mismatch_withholds_the_last_256_kib_from_the_program() {
+    const PLAINTEXT: usize = 4 * 1024 * 1024;
+    const HOLD_BACK: u64 = 256 * 1024;
+    let identity = age::x25519::Identity::generate();
+    let file = encrypt(&identity.to_public(), &stock_zstd(&["-3"], PLAINTEXT));
+    let key = || file_key(&identity, header_of(&file));
+
+    let received = tempfile::NamedTempFile::new().unwrap();
+    let (result, _) = run_restore(
+        file.clone(),
+        key(),
+        &sha256_hex(b"another backup object"),
+        into_file(received.path()),
+    )
+    .await;
+    let error = result.unwrap_err();
+    assert!(matches!(error, Error::ChecksumMismatch { .. }), "{error}");
+    let got = std::fs::metadata(received.path()).unwrap().len();
+    assert!(
+        got <= PLAINTEXT as u64 - HOLD_BACK,
+        "the program received {got} of {PLAINTEXT} bytes before the checksum was compared"
+    );
+
+    // With the recorded checksum the same file reaches the program whole.
+    let received = tempfile::NamedTempFile::new().unwrap();
+    let (result, _) = run_restore(
+        file.clone(),
+        key(),
+        &sha256_hex(&file),
+        into_file(received.path()),
+    )
+    .await;
+    let outcome = result.unwrap();
+    assert_eq!(outcome.bytes_written, PLAINTEXT as u64);
+    assert_eq!(outcome.size_bytes, file.len() as u64);
+    assert_eq!(
+        std::fs::metadata(received.path()).unwrap().len(),
+        PLAINTEXT as u64
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_file_key_is_refused() {
     let backup = backed_up().await;

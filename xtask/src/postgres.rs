@@ -16,6 +16,10 @@ use crate::install::sha256_hex;
 use crate::paths::Repo;
 use crate::proc::{self, step};
 
+/// The group role whose members must give their password over TCP (see `pg_hba.conf`); tests
+/// grant it to the roles an agent logs in with, so a wrong password is refused.
+const PASSWORD_ROLE: &str = "coffer_password_login";
+
 #[derive(Debug)]
 pub struct Postgres {
     pub port: u16,
@@ -107,7 +111,22 @@ impl Postgres {
             ]),
             &self.coffer.join("initdb.log"),
         )?;
+        self.require_passwords()?;
         self.include_dev_config(repo)
+    }
+
+    /// Members of [`PASSWORD_ROLE`] log in over TCP with their password (SCRAM), as the
+    /// databases an agent backs up do; everyone else keeps trust.
+    fn require_passwords(&self) -> Result<()> {
+        let hba = self.data.join("pg_hba.conf");
+        let trusted =
+            fs::read_to_string(&hba).with_context(|| format!("read {}", hba.display()))?;
+        let rules = format!(
+            "host all +{PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n\
+             host all +{PASSWORD_ROLE} ::1/128 scram-sha-256\n{trusted}"
+        );
+        // The file exists, so writing keeps its owner.
+        fs::write(&hba, rules).with_context(|| format!("write {}", hba.display()))
     }
 
     /// Starts the server and waits until it accepts connections.
@@ -145,6 +164,7 @@ impl Postgres {
                 .args(["-p", &self.port.to_string(), "-d", "postgres"])
                 .args(["-c", "CREATE ROLE coffer_owner LOGIN CREATEROLE BYPASSRLS"])
                 .args(["-c", "CREATE DATABASE coffer OWNER coffer_owner"])
+                .args(["-c", &format!("CREATE ROLE {PASSWORD_ROLE} NOLOGIN")])
                 .env("PGCONNECT_TIMEOUT", "10"),
             &self.coffer.join("psql.log"),
         )

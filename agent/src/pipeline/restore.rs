@@ -185,7 +185,15 @@ pub async fn restore(
     progress.add_read(header.len());
     let (pieces, pieces_rx) = mpsc::channel(FEED_DEPTH);
     let (digest, digest_rx) = oneshot::channel();
-    let feeder = tokio::spawn(feed(rest, pieces, hasher, progress.clone(), digest));
+    let header_len = header.len() as u64;
+    let feeder = tokio::spawn(feed(
+        rest,
+        header_len,
+        pieces,
+        hasher,
+        progress.clone(),
+        digest,
+    ));
 
     let limits = Limits {
         max_window_log: spec.max_window_log,
@@ -223,7 +231,11 @@ pub async fn restore(
             // The program closed its stdin early: its own exit status and stderr say why.
             feeder.abort();
             let name = program.name.clone();
-            program.check().await?;
+            // Dropping the wait on cancellation kills the program (`kill_on_drop`).
+            tokio::select! {
+                checked = program.check() => checked?,
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+            }
             tracing::debug!(program = %name, error = %write_error, "stopped reading");
             return Err(Error::ProgramStoppedReading { program: name });
         }
@@ -245,7 +257,7 @@ pub async fn restore(
         () = cancel.cancelled() => return Err(Error::Cancelled),
     }
     Ok(RestoreOutcome {
-        size_bytes: progress.bytes_read(),
+        size_bytes: decoded.size_bytes,
         sha256: hex::encode(expected),
         bytes_written: decoded.bytes_written,
     })
@@ -259,14 +271,16 @@ fn parse_sha256(hex_digest: &str) -> Result<[u8; 32], Error> {
 }
 
 /// Reads `rest` to its end, hashing every byte, and hands it on in pieces; then sends the
-/// whole object's digest. The digest goes out before the channel closes, so the decoder,
-/// which sees the channel's end only after age read the final chunk, always finds it.
+/// whole object's digest and size (`size` counts the header already hashed). The digest goes
+/// out before the channel closes, so the decoder, which sees the channel's end only after age
+/// read the final chunk, always finds it.
 async fn feed(
     mut rest: impl AsyncRead + Unpin,
+    mut size: u64,
     pieces: mpsc::Sender<io::Result<Bytes>>,
     mut hasher: Sha256,
     progress: Arc<Progress>,
-    digest: oneshot::Sender<[u8; 32]>,
+    digest: oneshot::Sender<SourceDigest>,
 ) {
     loop {
         let mut piece = BytesMut::with_capacity(FEED_SIZE);
@@ -274,6 +288,7 @@ async fn feed(
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&piece);
+                size += n as u64;
                 progress.add_read(n);
                 if pieces.send(Ok(piece.freeze())).await.is_err() {
                     // The decoder stopped; it reports why.
@@ -286,7 +301,16 @@ async fn feed(
             }
         }
     }
-    let _ = digest.send(hasher.finalize().into());
+    let _ = digest.send(SourceDigest {
+        sha256: hasher.finalize().into(),
+        size,
+    });
+}
+
+/// The whole object's SHA-256 and length, as read from the source.
+struct SourceDigest {
+    sha256: [u8; 32],
+    size: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -296,6 +320,8 @@ struct Limits {
 }
 
 struct Decoded {
+    /// Bytes of the object read, header included.
+    size_bytes: u64,
     bytes_written: u64,
 }
 
@@ -321,7 +347,7 @@ fn decode(
     file_key: &FileKey,
     limits: Limits,
     stdin: &mut File,
-    digest: oneshot::Receiver<[u8; 32]>,
+    digest: oneshot::Receiver<SourceDigest>,
     expected: [u8; 32],
     progress: &Progress,
     cancel: &CancellationToken,
@@ -381,7 +407,10 @@ fn decode(
     drop(decompressed);
 
     // age returned its end only after the source's end, so the digest has been sent.
-    let actual = digest
+    let SourceDigest {
+        sha256: actual,
+        size,
+    } = digest
         .blocking_recv()
         .map_err(|_| Error::Source(io::Error::other("the backup's reader stopped early")))?;
     if actual != expected {
@@ -394,6 +423,7 @@ fn decode(
     stdin.write_all(&held).map_err(Failure::ProgramGone)?;
     progress.add_written(held.len());
     Ok(Decoded {
+        size_bytes: size,
         bytes_written: total,
     })
 }

@@ -318,6 +318,7 @@ async fn agent_loop(
                     sha256: "0".repeat(64),
                     recipient: "age1bench".into(),
                     age_header_sha256: "1".repeat(64),
+                    dump_bytes: 4096,
                 }),
             })
             .await

@@ -553,6 +553,8 @@ pub struct Artifact {
     pub recipient: String,
     /// SHA-256 of its age header, lowercase hex.
     pub age_header_sha256: String,
+    /// Bytes the dump program wrote (what the object decompresses to); 0 when not recorded.
+    pub dump_bytes: u64,
 }
 
 /// How far a held job has got, as its agent last reported.
@@ -821,6 +823,7 @@ impl TryFrom<pb::Artifact> for Artifact {
             sha256: sha256_hex(a.sha256, "Artifact.sha256")?,
             recipient: not_empty(a.recipient, "Artifact.recipient")?,
             age_header_sha256: sha256_hex(a.age_header_sha256, "Artifact.age_header_sha256")?,
+            dump_bytes: a.dump_bytes,
         })
     }
 }
@@ -1003,6 +1006,7 @@ mod tests {
                         sha256: "ABC".into(),
                         recipient: "age1x".into(),
                         age_header_sha256: "0".repeat(64),
+                        dump_bytes: 4096,
                     }),
                     ..job()
                 },

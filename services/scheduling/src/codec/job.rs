@@ -61,6 +61,7 @@ fn artifact_to_pb(a: &Artifact) -> pb::Artifact {
         sha256: a.sha256.clone(),
         recipient: a.recipient.clone(),
         age_header_sha256: a.age_header_sha256.clone(),
+        dump_bytes: a.dump_bytes,
     }
 }
 
@@ -71,6 +72,7 @@ fn artifact_from_pb(t: &str, a: pb::Artifact) -> Result<Artifact, DecodeError> {
         sha256: a.sha256,
         recipient: a.recipient,
         age_header_sha256: a.age_header_sha256,
+        dump_bytes: a.dump_bytes,
     }
     .check()
     .map_err(|e| bad(t, e))
@@ -296,6 +298,7 @@ mod tests {
             sha256: "0".repeat(64),
             recipient: "age1xyz".into(),
             age_header_sha256: "f".repeat(64),
+            dump_bytes: 4096,
         };
         for event in [
             JobEvent::JobCreated {

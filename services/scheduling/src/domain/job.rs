@@ -161,6 +161,9 @@ pub struct Artifact {
     /// SHA-256 of its age header, lowercase hex: names the backup to credentials' file-key
     /// unwrap for a restore.
     pub age_header_sha256: String,
+    /// Bytes the dump program wrote, which the object decompresses to: a restore refuses
+    /// more. 0 when the agent did not record it.
+    pub dump_bytes: u64,
 }
 
 /// Longest object key (S3's limit).
@@ -215,6 +218,7 @@ impl Artifact {
                 "artifact.age_header_sha256",
                 &self.age_header_sha256,
             )?,
+            dump_bytes: self.dump_bytes,
         })
     }
 }
@@ -805,6 +809,7 @@ mod tests {
             sha256: "ab".repeat(32),
             recipient: "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqysz7s4k5".into(),
             age_header_sha256: "CD".repeat(32),
+            dump_bytes: 4096,
         }
     }
 

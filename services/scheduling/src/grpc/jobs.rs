@@ -27,6 +27,7 @@ fn artifact_to_pb(a: Artifact) -> pb::Artifact {
         sha256: a.sha256,
         recipient: a.recipient,
         age_header_sha256: a.age_header_sha256,
+        dump_bytes: a.dump_bytes,
     }
 }
 
@@ -101,6 +102,7 @@ fn artifact_from_pb(a: Option<pb::Artifact>) -> Result<Option<Artifact>, Status>
             sha256: text(&a.sha256, "artifact.sha256")?.to_owned(),
             recipient: text(&a.recipient, "artifact.recipient")?.to_owned(),
             age_header_sha256: text(&a.age_header_sha256, "artifact.age_header_sha256")?.to_owned(),
+            dump_bytes: a.dump_bytes,
         })
     })
     .transpose()

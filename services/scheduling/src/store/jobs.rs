@@ -106,7 +106,8 @@ impl Projection for Jobs {
                     sqlx::query(
                         "UPDATE jobs SET artifact_object_key = $2, artifact_size_bytes = $3, \
                          artifact_sha256 = $4, artifact_recipient = $5, \
-                         artifact_age_header_sha256 = $6 WHERE job_id = $1",
+                         artifact_age_header_sha256 = $6, artifact_dump_bytes = $7 \
+                         WHERE job_id = $1",
                     )
                     .bind(id)
                     .bind(&a.object_key)
@@ -114,6 +115,7 @@ impl Projection for Jobs {
                     .bind(&a.sha256)
                     .bind(&a.recipient)
                     .bind(&a.age_header_sha256)
+                    .bind(i64::try_from(a.dump_bytes).unwrap_or(i64::MAX))
                     .execute(&mut *conn)
                     .await?;
                 }
@@ -235,7 +237,7 @@ pub struct JobView {
 const COLUMNS: &str = "org_id, job_id, kind, trigger, schedule_id, database_id, destination_id, \
      agent_id, restore_of, due_at, state, attempt, max_attempts, fencing_token, not_before, \
      cancel_requested, reason, artifact_object_key, artifact_size_bytes, artifact_sha256, \
-     artifact_recipient, artifact_age_header_sha256, created_at, updated_at, finished_at, \
+     artifact_recipient, artifact_age_header_sha256, artifact_dump_bytes, created_at, updated_at, finished_at, \
      deleted_at";
 
 fn job_view(row: &sqlx::postgres::PgRow) -> Result<JobView, sqlx::Error> {
@@ -254,6 +256,8 @@ fn job_view(row: &sqlx::postgres::PgRow) -> Result<JobView, sqlx::Error> {
             sha256: row.try_get("artifact_sha256")?,
             recipient: row.try_get("artifact_recipient")?,
             age_header_sha256: row.try_get("artifact_age_header_sha256")?,
+            dump_bytes: u64::try_from(row.try_get::<i64, _>("artifact_dump_bytes")?)
+                .map_err(decode_err)?,
         }),
     };
     Ok(JobView {

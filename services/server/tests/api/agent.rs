@@ -322,7 +322,7 @@ fn superuser_options() -> sqlx::postgres::PgConnectOptions {
 }
 
 /// The server's host and port.
-fn pg_address() -> (String, u16) {
+pub(crate) fn pg_address() -> (String, u16) {
     let options = superuser_options();
     (options.get_host().to_owned(), options.get_port())
 }
@@ -337,6 +337,11 @@ impl SourceDb {
         let password = format!("pw-{}", uuid::Uuid::new_v4());
         let su = superuser().await;
         sqlx::query(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"))
+            .execute(&su)
+            .await
+            .unwrap();
+        // The stack's PostgreSQL checks the passwords of this group's members (xtask).
+        sqlx::query(&format!("GRANT coffer_password_login TO {user}"))
             .execute(&su)
             .await
             .unwrap();
@@ -404,23 +409,36 @@ impl SourceDb {
 
     /// Registers the database in `org`, served by `agent`, its password in the vault.
     pub(crate) async fn register(&self, app: &TestApp, org: &TestOrg, agent: &str) -> String {
+        let (host, port) = pg_address();
+        self.register_at(app, org, agent, (&host, port), &self.password)
+            .await
+    }
+
+    /// Registers the database as reached at `address` with `password` (which may be wrong).
+    pub(crate) async fn register_at(
+        &self,
+        app: &TestApp,
+        org: &TestOrg,
+        agent: &str,
+        (host, port): (&str, u16),
+        password: &str,
+    ) -> String {
         use coffer_proto::scheduling::v1 as pb;
         let mut vault = crate::credentials::vault(app, org).await;
         let credential = crate::credentials::create(
             &mut vault,
             org.org,
-            &format!("{}/password", self.name),
-            self.password.as_bytes(),
+            &coffer_testkit::unique(&format!("{}/password-", self.name)),
+            password.as_bytes(),
         )
         .await;
-        let (host, port) = pg_address();
         pb::database_service_client::DatabaseServiceClient::new(app.authed(&org.owner_key).await)
             .register_database(pb::RegisterDatabaseRequest {
                 org_id: org.org.to_string(),
                 fields: Some(pb::DatabaseFields {
-                    name: self.name.clone(),
+                    name: coffer_testkit::unique(&format!("{}-", self.name)),
                     engine: "postgresql".into(),
-                    host,
+                    host: host.into(),
                     port: u32::from(port),
                     database: self.name.clone(),
                     user: self.user.clone(),

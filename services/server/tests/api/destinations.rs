@@ -19,7 +19,7 @@ pub(crate) async fn destinations(app: &TestApp, key: &str) -> DestinationService
 
 /// A plain S3 client on `endpoint` (test setup and inspection; the code under test goes
 /// through `coffer_storage`).
-async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+pub(crate) async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .load()

@@ -147,6 +147,7 @@ pub(crate) fn artifact(claimed: &pb::ClaimedJob) -> pb::Artifact {
         sha256: "a".repeat(64),
         recipient: "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqysz7s4k5".into(),
         age_header_sha256: "b".repeat(64),
+        dump_bytes: 4096,
     }
 }
 

@@ -134,6 +134,7 @@ async fn a_simulated_year_of_daily_backups_leaves_exactly_the_gfs_set_and_every_
                     sha256: "0".repeat(64),
                     recipient: "age1test".into(),
                     age_header_sha256: "1".repeat(64),
+                    dump_bytes: 4096,
                 }),
             },
         ] {
