@@ -373,15 +373,17 @@ pub fn run() -> Result<ExitCode> {
         "coffer audit checkpoint --out {} (kept as the witness)",
         repo.show(&witness)
     ));
+    // The first checkpoint is signed a moment after the org's first events reach the log.
+    let mut refused = String::from("none yet");
     let witnessed = poll("a first audit checkpoint", Duration::from_secs(30), || {
-        Ok(cli
-            .call(
-                &admin_key,
-                &["audit", "checkpoint", "--out", &witness.to_string_lossy()],
-                Out::Answer("audit-witness"),
-            )
-            .ok())
-    })?;
+        let answer = cli.call(
+            &admin_key,
+            &["audit", "checkpoint", "--out", &witness.to_string_lossy()],
+            Out::Answer("audit-witness"),
+        );
+        Ok(answer.map_err(|e| refused = format!("{e:#}")).ok())
+    })
+    .with_context(|| format!("the last answer: {refused}"))?;
     let witness_size = number(&witnessed, "/size", "`coffer audit checkpoint`")?;
     let verifier_key = text(&witnessed, "/verifier_key", "`coffer audit checkpoint`")?.to_owned();
 

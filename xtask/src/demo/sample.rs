@@ -170,7 +170,7 @@ impl Cluster {
                 db,
                 &format!(
                     "SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '') \
-                     FROM (SELECT md5(t::text) AS h FROM public.{table} t) rows;"
+                     FROM (SELECT md5(t::text) AS h FROM public.{table} t) r;"
                 ),
             )?;
             let (rows, checksum) = out
