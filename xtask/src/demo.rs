@@ -17,9 +17,9 @@
 mod agent;
 mod cli;
 mod daemon;
+mod report;
 mod sample;
 
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -35,7 +35,8 @@ use sha2::{Digest, Sha256};
 use self::agent::{AgentHome, UNPRIVILEGED};
 use self::cli::{Coffer, Out, number, text};
 use self::daemon::Daemon;
-use self::sample::{Cluster, Fingerprint};
+use self::report::{Report, mib, secs};
+use self::sample::{Cluster, Fingerprint, thousands};
 use crate::install::{self, sha256_hex};
 use crate::interrupt;
 use crate::paths::Repo;
@@ -542,134 +543,86 @@ pub fn run() -> Result<ExitCode> {
     server.stop();
     stack.stop();
 
-    let audit_size = number(&verified, "/size", "`coffer audit verify`")?;
-    let audit_root = text(&verified, "/root", "`coffer audit verify`")?;
-    let run_as = match &home.account {
-        Some(user) => format!("{} (uid {})", user.name, user.uid),
-        None => "xtask's own user".to_owned(),
-    };
-    let mut s = String::new();
-    let w = &mut s;
-    let _ = writeln!(w);
-    let _ = writeln!(
-        w,
-        "Coffer demo finished: the whole story in {} after the build.",
-        secs(total)
-    );
-    let _ = writeln!(w);
-    let _ = writeln!(w, "What happened");
-    let _ = writeln!(
-        w,
-        "  1. A private Postgres, nats-server (JetStream) and moto started on loopback ports."
-    );
-    let _ = writeln!(
-        w,
-        "  2. `coffer serve --target all` served every service over TLS on {server_url} (development certificate)."
-    );
-    let _ = writeln!(
-        w,
-        "  3. `coffer org create` made org \"Demo Org\" ({org_id}) and its owner's API key; the owner made an admin key with `coffer apikey create`."
-    );
-    let _ = writeln!(
-        w,
-        "  4. `coffer agent token create` made a single-use enrollment token; coffer-agent enrolled as agent {agent_id} and ran as {run_as}, outbound only."
-    );
-    let _ = writeln!(
-        w,
-        "  5. {SOURCE_DB} was seeded with `pgbench -i -s {PGBENCH_SCALE}`: {} rows in {} tables, {} on disk; its password went into the vault.",
-        source.rows(),
-        source.0.len(),
-        mib(source_size)
-    );
-    let _ = writeln!(
-        w,
-        "  6. Schedule demo-daily (cron \"{cron}\", daily at {due} UTC) fired backup job {backup_job}:"
-    );
-    let _ = writeln!(
-        w,
-        "     pg_dump | zstd | age → {} of ciphertext (a {} dump, {:.1}x smaller) in {}: {} of database per second.",
-        mib(object_size),
-        mib(dump_size),
-        ratio(dump_size, object_size),
-        secs(backup.took),
-        rate(source_size, backup.took)
-    );
-    let _ = writeln!(
-        w,
-        "     The artifact's size and SHA-256 ({}) match the object; it is encrypted to the org's recipient.",
-        &object_sha256[..16]
-    );
-    let _ = writeln!(
-        w,
-        "  7. Stock `age -d -i recovery.key | zstd -d | pg_restore` restored it into {STOCK_DB}: every table's row count and checksum equal the source's."
-    );
-    let _ = writeln!(
-        w,
-        "  8. Restore job {restore_job} restored it through the agent into {RESTORED_DB} in {}: equal to the source too.",
-        secs(restore.took)
-    );
-    let _ = writeln!(
-        w,
-        "  9. `coffer audit verify` checked the exported log offline: {audit_size} entries, hash chain and Merkle root {} recomputed, signature by the pinned key, consistent with the witness checkpoint of size {witness_size}. The backup's JobSucceeded is entry {backup_seq}, the restore's entry {restore_seq}.",
-        &audit_root[..16.min(audit_root.len())]
-    );
-    let _ = writeln!(w, " 10. The agent, the server and the stack were stopped.");
-    let _ = writeln!(w);
-    let _ = writeln!(
-        w,
-        "Source tables (row count and content checksum; both restores match):"
-    );
-    let _ = write!(w, "{source}");
-    let _ = writeln!(w);
-    let _ = writeln!(w, "Timings");
-    for (what, took) in &story.laps {
-        let _ = writeln!(w, "  {:<58} {:>8}", what, secs(*took));
-    }
-    let _ = writeln!(w);
-    let _ = writeln!(w, "Where things are");
     let show = |p: &Path| repo.show(p);
-    let _ = writeln!(w, "  backup object       {}", show(&object));
-    let _ = writeln!(
-        w,
-        "  agent identity      {} (owned by {}, mode {:o})",
-        show(&home.identity),
-        owner_name(&home, identity_owner.uid()),
-        identity_owner.mode() & 0o777
-    );
-    let _ = writeln!(w, "  agent config        {}", show(&home.config));
-    let _ = writeln!(
-        w,
-        "  server config       {} (certificate {})",
-        show(&server_config),
-        show(&server_cert)
-    );
-    let _ = writeln!(
-        w,
-        "  audit bundle        {} (witness {})",
-        show(&bundle),
-        show(&witness)
-    );
-    let _ = writeln!(
-        w,
-        "  secrets (0600)      {}: API keys, enrollment token, database password, recovery.key",
-        show(&dirs.secrets)
-    );
-    let _ = writeln!(w, "  CLI answers         {}", show(&dirs.cli));
-    let _ = writeln!(
-        w,
-        "  logs                {}, {}, {}, {}, {}, .coffer/{{pg,nats,moto}}.log",
-        show(&serve_log),
-        show(&agent_log),
-        show(&enroll_log),
-        show(&pgbench_log),
-        show(&migrate_log)
-    );
-    let _ = writeln!(
-        w,
-        "  stock-tool logs     {}",
-        show(&dirs.root.join("stock-{age,zstd,pg_restore}.log"))
-    );
-    print!("{s}");
+    let report = Report {
+        total,
+        server_url,
+        org_id,
+        agent_id,
+        run_as: match &home.account {
+            Some(user) => format!("{} (uid {})", user.name, user.uid),
+            None => "xtask's own user".to_owned(),
+        },
+        scale: PGBENCH_SCALE,
+        source,
+        source_size,
+        cron,
+        due,
+        backup_job,
+        backup_took: backup.took,
+        dump_size,
+        object_size,
+        object_sha256,
+        restore_job,
+        restore_took: restore.took,
+        audit_size: number(&verified, "/size", "`coffer audit verify`")?,
+        audit_root: text(&verified, "/root", "`coffer audit verify`")?.to_owned(),
+        witness_size,
+        backup_seq,
+        restore_seq,
+        laps: story.laps,
+        files: vec![
+            ("backup object", show(&object)),
+            (
+                "agent identity",
+                format!(
+                    "{} (owned by {}, mode {:o})",
+                    show(&home.identity),
+                    owner_name(&home, identity_owner.uid()),
+                    identity_owner.mode() & 0o777
+                ),
+            ),
+            ("agent config", show(&home.config)),
+            (
+                "server config",
+                format!(
+                    "{} (certificate {})",
+                    show(&server_config),
+                    show(&server_cert)
+                ),
+            ),
+            (
+                "audit bundle",
+                format!("{} (witness {})", show(&bundle), show(&witness)),
+            ),
+            (
+                "secrets (0600)",
+                format!(
+                    "{}: API keys, enrollment token, database password, recovery.key",
+                    show(&dirs.secrets)
+                ),
+            ),
+            ("CLI answers", show(&dirs.cli)),
+            (
+                "logs",
+                [
+                    &serve_log,
+                    &agent_log,
+                    &enroll_log,
+                    &pgbench_log,
+                    &migrate_log,
+                ]
+                .map(|log| show(log))
+                .join(", ")
+                    + ", .coffer/{pg,nats,moto}.log",
+            ),
+            (
+                "stock-tool logs",
+                show(&dirs.root.join("stock-{age,zstd,pg_restore}.log")),
+            ),
+        ],
+    };
+    print!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -900,14 +853,14 @@ fn follow_job(
         if matches!(state, "succeeded" | "failed" | "cancelled" | "timed_out") {
             return Ok(Some(answer));
         }
-        if last_report.elapsed() >= Duration::from_secs(2) {
+        let progress = |field: &str| {
+            answer
+                .pointer(&format!("/progress/{field}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        if last_report.elapsed() >= Duration::from_secs(2) && progress("bytes_read") > 0 {
             last_report = Instant::now();
-            let progress = |field: &str| {
-                answer
-                    .pointer(&format!("/progress/{field}"))
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0)
-            };
             step(format!(
                 "  {kind} {state}: read {}, wrote {}, {}/s",
                 mib(progress("bytes_read")),
@@ -971,7 +924,7 @@ fn same_as_source(source: &Fingerprint, other: &Fingerprint, db: &str) -> Result
     step(format!(
         "{db} equals {SOURCE_DB}: {} tables, {} rows, every row count and checksum",
         other.0.len(),
-        other.rows()
+        thousands(other.rows())
     ));
     Ok(())
 }
@@ -1028,25 +981,6 @@ fn owner_name(home: &AgentHome, uid: u32) -> String {
         Some(user) if user.uid.as_raw() == uid => user.name.clone(),
         _ => format!("uid {uid}"),
     }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
-}
-
-fn rate(bytes: u64, d: Duration) -> String {
-    format!(
-        "{:.1} MiB/s",
-        bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64().max(0.001)
-    )
-}
-
-fn ratio(a: u64, b: u64) -> f64 {
-    a as f64 / (b as f64).max(1.0)
 }
 
 #[cfg(test)]

@@ -122,6 +122,8 @@ impl AgentHome {
             .arg(&self.config)
             .env_remove("COFFER_AGENT_TOKEN")
             .env("COFFER_AGENT_LOG", "info")
+            // Its log is a file: no terminal colours in it.
+            .env("NO_COLOR", "1")
             .current_dir("/");
         cmd
     }

@@ -105,6 +105,9 @@ impl Coffer {
                 proc::tail(&errors, 10).trim()
             );
         }
+        if fs::metadata(&errors).is_ok_and(|m| m.len() == 0) {
+            let _ = fs::remove_file(&errors);
+        }
         let text = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_slice(&text)
             .with_context(|| format!("parse what `{shown}` printed ({})", path.display()))

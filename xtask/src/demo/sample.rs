@@ -42,14 +42,29 @@ impl Fingerprint {
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for t in &self.0 {
+            let checksum = if t.rows == 0 { "(empty)" } else { &t.checksum };
             writeln!(
                 f,
-                "    {:<20} {:>9} rows  md5 {}",
-                t.table, t.rows, t.checksum
+                "    {:<20} {:>11} rows  md5 {checksum}",
+                t.table,
+                thousands(t.rows)
             )?;
         }
         Ok(())
     }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Cluster {
@@ -314,5 +329,29 @@ impl Drop for Pipeline {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits_in_threes() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_000_110), "1,000,110");
+    }
+
+    #[test]
+    fn the_cluster_address_comes_from_the_superuser_url() {
+        let pg = Cluster::new(
+            "postgres://postgres@127.0.0.1:5433/postgres",
+            Path::new("/bin"),
+        )
+        .unwrap();
+        assert_eq!((pg.host.as_str(), pg.port), ("127.0.0.1", 5433));
+        assert!(Cluster::new("postgres://nowhere", Path::new("/bin")).is_err());
     }
 }
