@@ -86,80 +86,9 @@ pub fn run() -> Result<ExitCode> {
     let after_build = Instant::now();
 
     let home = AgentHome::prepare(&dirs.agent_base, agent_binary, &tools.pg_bin)?;
-    let grpc_port = proc::free_port()?;
-    let server_config = dirs.root.join("coffer.toml");
-    let server_cert = dirs.tls.join("server.pem");
-    write_server_config(&server_config, &server_cert, &dirs.tls, &home.local_root)?;
-    let coffer_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(&coffer);
-        cmd.args(args)
-            .current_dir(&repo.root)
-            .envs(stack.env().iter().cloned())
-            .env_remove("COFFER_CONFIG")
-            .env("COFFER_DATABASE__URL", stack.var("COFFER_TEST_OWNER_URL"))
-            .env("COFFER_NATS__URL", stack.var("COFFER_TEST_NATS_URL"))
-            .env("COFFER_GRPC__LISTEN", format!("127.0.0.1:{grpc_port}"))
-            .env("COFFER_KMS__PROVIDER", "local")
-            .env("COFFER_KMS__KEY_DIR", &dirs.kms)
-            .env("COFFER_KMS__KEY_ID", KMS_KEY_ID);
-        cmd
-    };
-
-    step(format!(
-        "creating local KMS master key {KMS_KEY_ID} in {}",
-        repo.show(&dirs.kms)
-    ));
-    proc::run_logged(
-        coffer_cmd(&[
-            "admin",
-            "create-local-kms-key",
-            "--key-id",
-            KMS_KEY_ID,
-            "--key-dir",
-        ])
-        .arg(&dirs.kms),
-        &dirs.root.join("kms.log"),
-    )?;
-    let migrate_log = dirs.root.join("migrate.log");
-    step(format!(
-        "running coffer migrate (log: {})",
-        repo.show(&migrate_log)
-    ));
-    proc::run_logged(&mut coffer_cmd(&["migrate"]), &migrate_log)?;
-
-    // The platform owner's key is a secret: it goes to a 0600 file, never to the terminal.
-    let init_file = dirs.secret("platform-owner.json");
-    step(format!(
-        "running coffer admin init (platform owner's API key in {})",
-        repo.show(&init_file)
-    ));
-    proc::run_ok(
-        coffer_cmd(&[
-            "admin",
-            "init",
-            "--owner-email",
-            "owner@platform.demo",
-            "--json",
-        ])
-        .stdout(new_secret_file(&init_file)?),
-    )?;
-    let init = read_json(&init_file)?;
-    let platform_key = text(&init, "/api_key", "`coffer admin init --json`")?.to_owned();
-
-    let serve_log = dirs.root.join("serve.log");
-    let server_url = format!("https://localhost:{grpc_port}");
-    step(format!(
-        "starting coffer serve --target all on {server_url} (TLS, config {}, log: {})",
-        repo.show(&server_config),
-        repo.show(&serve_log)
-    ));
-    let mut serve = coffer_cmd(&["serve", "--target", "all"]);
-    serve.arg("--config").arg(&server_config);
-    let mut server = Daemon::spawn("coffer serve", serve, &serve_log)?;
-    proc::wait_for("coffer serve", Duration::from_secs(60), || {
-        server.check_alive()?;
-        Ok(proc::tcp_accepts(grpc_port) && server_cert.is_file())
-    })?;
+    let served = serve(&repo, &dirs, &stack, &coffer, &home)?;
+    let mut server = served.server;
+    let (server_url, server_cert) = (served.url, served.cert);
     story.lap("migrate, admin init, start coffer serve");
 
     let cli = Coffer::new(
@@ -170,44 +99,11 @@ pub fn run() -> Result<ExitCode> {
         repo.root.clone(),
     );
 
-    // The org, its owner's key, and an admin key for everything but the recovery key.
-    let org_file = dirs.secret("org-owner.json");
-    step(format!(
-        "coffer org create \"Demo Org\" (owner's API key in {})",
-        repo.show(&org_file)
-    ));
-    let org = cli.call(
-        &platform_key,
-        &[
-            "org",
-            "create",
-            "Demo Org",
-            "--owner-email",
-            "owner@demo.example",
-        ],
-        Out::Secret(&org_file),
-    )?;
-    let org_id = text(&org, "/org/org_id", "`coffer org create`")?.to_owned();
-    let owner_key = text(&org, "/owner_api_key/secret", "`coffer org create`")?.to_owned();
-    let admin_file = dirs.secret("admin-api-key.json");
-    step(format!(
-        "coffer apikey create demo-admin --role admin (key in {})",
-        repo.show(&admin_file)
-    ));
-    let admin = cli.call(
-        &owner_key,
-        &[
-            "apikey",
-            "create",
-            "demo-admin",
-            "--role",
-            "admin",
-            "--expires-in",
-            "1d",
-        ],
-        Out::Secret(&admin_file),
-    )?;
-    let admin_key = text(&admin, "/secret", "`coffer apikey create`")?.to_owned();
+    let Keys {
+        org_id,
+        owner: owner_key,
+        admin: admin_key,
+    } = org_and_keys(&cli, &dirs, &repo, &served.platform_key)?;
 
     // The agent: a single-use token, enrollment, and `run`.
     let token_file = dirs.secret("enrollment-token.json");
@@ -332,61 +228,8 @@ pub fn run() -> Result<ExitCode> {
     story.lap("register database, destination and schedule");
 
     // While it waits: the owner exports the recovery key, and a checkpoint is kept as witness.
-    let recovery_key = dirs.secret("recovery.key");
-    step(format!(
-        "coffer org-key export-recovery-key (owner's key; identity in {})",
-        repo.show(&recovery_key)
-    ));
-    let exported_file = dirs.secret("recovery-export.json");
-    let exported = cli.call(
-        &owner_key,
-        &[
-            "org-key",
-            "export-recovery-key",
-            "--reason",
-            "cargo xtask demo: restore drill with stock tools",
-        ],
-        Out::Secret(&exported_file),
-    )?;
-    let recipient = text(
-        &exported,
-        "/recipient",
-        "`coffer org-key export-recovery-key`",
-    )?
-    .to_owned();
-    fs::write(
-        new_secret_path(&recovery_key)?,
-        format!(
-            "{}\n",
-            text(
-                &exported,
-                "/identity",
-                "`coffer org-key export-recovery-key`"
-            )?
-        ),
-    )
-    .with_context(|| format!("write {}", recovery_key.display()))?;
-    drop(exported);
-    fs::remove_file(&exported_file)
-        .with_context(|| format!("remove {}", exported_file.display()))?;
-    let witness = dirs.root.join("audit-witness.note");
-    step(format!(
-        "coffer audit checkpoint --out {} (kept as the witness)",
-        repo.show(&witness)
-    ));
-    // The first checkpoint is signed a moment after the org's first events reach the log.
-    let mut refused = String::from("none yet");
-    let witnessed = poll("a first audit checkpoint", Duration::from_secs(30), || {
-        let answer = cli.call(
-            &admin_key,
-            &["audit", "checkpoint", "--out", &witness.to_string_lossy()],
-            Out::Answer("audit-witness"),
-        );
-        Ok(answer.map_err(|e| refused = format!("{e:#}")).ok())
-    })
-    .with_context(|| format!("the last answer: {refused}"))?;
-    let witness_size = number(&witnessed, "/size", "`coffer audit checkpoint`")?;
-    let verifier_key = text(&witnessed, "/verifier_key", "`coffer audit checkpoint`")?.to_owned();
+    let (recovery_key, recipient) = export_recovery_key(&cli, &dirs, &repo, &owner_key)?;
+    let witness = keep_witness(&cli, &dirs, &repo, &admin_key)?;
 
     step(format!(
         "waiting for schedule demo-daily to fire at {due} UTC"
@@ -472,69 +315,14 @@ pub fn run() -> Result<ExitCode> {
 
     // The audit log: every step above is in it; export it and verify it offline.
     let audit_started = Instant::now();
-    step("waiting for the restore's JobSucceeded in the audit log and a checkpoint covering it");
-    let seq_of = |job: &str| -> Result<u64> {
-        poll(
-            "the job's JobSucceeded audit entry",
-            Duration::from_secs(60),
-            || {
-                let found = cli.call(
-                    &admin_key,
-                    &[
-                        "audit",
-                        "query",
-                        "--aggregate-id",
-                        job,
-                        "--action",
-                        "JobSucceeded",
-                    ],
-                    Out::Answer("audit-query"),
-                )?;
-                Ok(found.pointer("/entries/0/seq").and_then(Value::as_u64))
-            },
-        )
-    };
-    let backup_seq = seq_of(&backup_job)?;
-    let restore_seq = seq_of(&restore_job)?;
-    poll(
-        "a checkpoint covering the restore",
-        Duration::from_secs(60),
-        || {
-            let latest = cli.call(
-                &admin_key,
-                &["audit", "checkpoint"],
-                Out::Answer("audit-latest"),
-            )?;
-            Ok(
-                (number(&latest, "/size", "`coffer audit checkpoint`")? >= restore_seq)
-                    .then_some(()),
-            )
-        },
-    )?;
-    let bundle = dirs.root.join("audit.bundle");
-    cli.call(
+    let audited = verify_audit(
+        &cli,
+        &dirs,
+        &repo,
         &admin_key,
-        &["audit", "export", "--out", &bundle.to_string_lossy()],
-        Out::Answer("audit-export"),
-    )?;
-    step(format!(
-        "coffer audit verify {} --witness {} --key <the witness's signer> --org {org_id} (no server)",
-        repo.show(&bundle),
-        repo.show(&witness)
-    ));
-    let verified = cli.offline(
-        &[
-            "audit",
-            "verify",
-            &bundle.to_string_lossy(),
-            "--witness",
-            &witness.to_string_lossy(),
-            "--key",
-            &verifier_key,
-            "--org",
-            &org_id,
-        ],
-        Out::Answer("audit-verify"),
+        &org_id,
+        &witness,
+        [&backup_job, &restore_job],
     )?;
     story.lap_since("audit export and offline verification", audit_started);
     let total = after_build.elapsed();
@@ -565,11 +353,11 @@ pub fn run() -> Result<ExitCode> {
         object_sha256,
         restore_job,
         restore_took: restore.took,
-        audit_size: number(&verified, "/size", "`coffer audit verify`")?,
-        audit_root: text(&verified, "/root", "`coffer audit verify`")?.to_owned(),
-        witness_size,
-        backup_seq,
-        restore_seq,
+        audit_size: audited.size,
+        audit_root: audited.root,
+        witness_size: witness.size,
+        backup_seq: audited.backup_seq,
+        restore_seq: audited.restore_seq,
         laps: story.laps,
         files: vec![
             ("backup object", show(&object)),
@@ -587,13 +375,17 @@ pub fn run() -> Result<ExitCode> {
                 "server config",
                 format!(
                     "{} (certificate {})",
-                    show(&server_config),
+                    show(&served.config),
                     show(&server_cert)
                 ),
             ),
             (
                 "audit bundle",
-                format!("{} (witness {})", show(&bundle), show(&witness)),
+                format!(
+                    "{} (witness {})",
+                    show(&audited.bundle),
+                    show(&witness.note)
+                ),
             ),
             (
                 "secrets (0600)",
@@ -606,11 +398,11 @@ pub fn run() -> Result<ExitCode> {
             (
                 "logs",
                 [
-                    &serve_log,
+                    &served.log,
                     &agent_log,
                     &enroll_log,
                     &pgbench_log,
-                    &migrate_log,
+                    &served.migrate_log,
                 ]
                 .map(|log| show(log))
                 .join(", ")
@@ -624,6 +416,350 @@ pub fn run() -> Result<ExitCode> {
     };
     print!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The running server and what starting it made.
+#[derive(Debug)]
+struct Served {
+    server: Daemon,
+    url: String,
+    /// Its development certificate, which clients trust.
+    cert: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    migrate_log: PathBuf,
+    /// The platform owner's API key (also in `secrets/platform-owner.json`).
+    platform_key: String,
+}
+
+/// A local KMS key, `coffer migrate`, `coffer admin init`, then `coffer serve --target all`
+/// over TLS, until it accepts connections.
+fn serve(
+    repo: &Repo,
+    dirs: &Dirs,
+    stack: &Stack,
+    coffer: &Path,
+    home: &AgentHome,
+) -> Result<Served> {
+    let grpc_port = proc::free_port()?;
+    let server_config = dirs.root.join("coffer.toml");
+    let server_cert = dirs.tls.join("server.pem");
+    write_server_config(&server_config, &server_cert, &dirs.tls, &home.local_root)?;
+    let coffer_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(coffer);
+        cmd.args(args)
+            .current_dir(&repo.root)
+            .envs(stack.env().iter().cloned())
+            .env_remove("COFFER_CONFIG")
+            .env("COFFER_DATABASE__URL", stack.var("COFFER_TEST_OWNER_URL"))
+            .env("COFFER_NATS__URL", stack.var("COFFER_TEST_NATS_URL"))
+            .env("COFFER_GRPC__LISTEN", format!("127.0.0.1:{grpc_port}"))
+            .env("COFFER_KMS__PROVIDER", "local")
+            .env("COFFER_KMS__KEY_DIR", &dirs.kms)
+            .env("COFFER_KMS__KEY_ID", KMS_KEY_ID);
+        cmd
+    };
+
+    step(format!(
+        "creating local KMS master key {KMS_KEY_ID} in {}",
+        repo.show(&dirs.kms)
+    ));
+    proc::run_logged(
+        coffer_cmd(&[
+            "admin",
+            "create-local-kms-key",
+            "--key-id",
+            KMS_KEY_ID,
+            "--key-dir",
+        ])
+        .arg(&dirs.kms),
+        &dirs.root.join("kms.log"),
+    )?;
+    let migrate_log = dirs.root.join("migrate.log");
+    step(format!(
+        "running coffer migrate (log: {})",
+        repo.show(&migrate_log)
+    ));
+    proc::run_logged(&mut coffer_cmd(&["migrate"]), &migrate_log)?;
+
+    // The platform owner's key is a secret: it goes to a 0600 file, never to the terminal.
+    let init_file = dirs.secret("platform-owner.json");
+    step(format!(
+        "running coffer admin init (platform owner's API key in {})",
+        repo.show(&init_file)
+    ));
+    proc::run_ok(
+        coffer_cmd(&[
+            "admin",
+            "init",
+            "--owner-email",
+            "owner@platform.demo",
+            "--json",
+        ])
+        .stdout(new_secret_file(&init_file)?),
+    )?;
+    let init = read_json(&init_file)?;
+    let platform_key = text(&init, "/api_key", "`coffer admin init --json`")?.to_owned();
+
+    let serve_log = dirs.root.join("serve.log");
+    let server_url = format!("https://localhost:{grpc_port}");
+    step(format!(
+        "starting coffer serve --target all on {server_url} (TLS, config {}, log: {})",
+        repo.show(&server_config),
+        repo.show(&serve_log)
+    ));
+    let mut serve = coffer_cmd(&["serve", "--target", "all"]);
+    serve.arg("--config").arg(&server_config);
+    let mut server = Daemon::spawn("coffer serve", serve, &serve_log)?;
+    proc::wait_for("coffer serve", Duration::from_secs(60), || {
+        server.check_alive()?;
+        Ok(proc::tcp_accepts(grpc_port) && server_cert.is_file())
+    })?;
+    Ok(Served {
+        server,
+        url: server_url,
+        cert: server_cert,
+        config: server_config,
+        log: serve_log,
+        migrate_log,
+        platform_key,
+    })
+}
+
+/// The org's id and the keys that act in it.
+#[derive(Debug)]
+struct Keys {
+    org_id: String,
+    /// The owner's: only it may export the recovery key.
+    owner: String,
+    /// An admin's, for everything else.
+    admin: String,
+}
+
+/// The org, its owner's key, and an admin key for everything but the recovery key.
+fn org_and_keys(cli: &Coffer, dirs: &Dirs, repo: &Repo, platform_key: &str) -> Result<Keys> {
+    let org_file = dirs.secret("org-owner.json");
+    step(format!(
+        "coffer org create \"Demo Org\" (owner's API key in {})",
+        repo.show(&org_file)
+    ));
+    let org = cli.call(
+        platform_key,
+        &[
+            "org",
+            "create",
+            "Demo Org",
+            "--owner-email",
+            "owner@demo.example",
+        ],
+        Out::Secret(&org_file),
+    )?;
+    let org_id = text(&org, "/org/org_id", "`coffer org create`")?.to_owned();
+    let owner_key = text(&org, "/owner_api_key/secret", "`coffer org create`")?.to_owned();
+    let admin_file = dirs.secret("admin-api-key.json");
+    step(format!(
+        "coffer apikey create demo-admin --role admin (key in {})",
+        repo.show(&admin_file)
+    ));
+    let admin = cli.call(
+        &owner_key,
+        &[
+            "apikey",
+            "create",
+            "demo-admin",
+            "--role",
+            "admin",
+            "--expires-in",
+            "1d",
+        ],
+        Out::Secret(&admin_file),
+    )?;
+    let admin_key = text(&admin, "/secret", "`coffer apikey create`")?.to_owned();
+
+    Ok(Keys {
+        org_id,
+        owner: owner_key,
+        admin: admin_key,
+    })
+}
+
+/// The owner exports the org's recovery key into `secrets/recovery.key` (0600), the identity
+/// file `age -d -i` takes; returns it and the org's recipient.
+fn export_recovery_key(
+    cli: &Coffer,
+    dirs: &Dirs,
+    repo: &Repo,
+    owner_key: &str,
+) -> Result<(PathBuf, String)> {
+    let recovery_key = dirs.secret("recovery.key");
+    step(format!(
+        "coffer org-key export-recovery-key (owner's key; identity in {})",
+        repo.show(&recovery_key)
+    ));
+    let exported_file = dirs.secret("recovery-export.json");
+    let exported = cli.call(
+        owner_key,
+        &[
+            "org-key",
+            "export-recovery-key",
+            "--reason",
+            "cargo xtask demo: restore drill with stock tools",
+        ],
+        Out::Secret(&exported_file),
+    )?;
+    let recipient = text(
+        &exported,
+        "/recipient",
+        "`coffer org-key export-recovery-key`",
+    )?
+    .to_owned();
+    fs::write(
+        new_secret_path(&recovery_key)?,
+        format!(
+            "{}\n",
+            text(
+                &exported,
+                "/identity",
+                "`coffer org-key export-recovery-key`"
+            )?
+        ),
+    )
+    .with_context(|| format!("write {}", recovery_key.display()))?;
+    drop(exported);
+    fs::remove_file(&exported_file)
+        .with_context(|| format!("remove {}", exported_file.display()))?;
+    Ok((recovery_key, recipient))
+}
+
+/// A checkpoint kept before the backup, to witness the log with later.
+#[derive(Debug)]
+struct Witness {
+    note: PathBuf,
+    size: u64,
+    /// The key that signed it, pinned for `audit verify --key`.
+    verifier_key: String,
+}
+
+fn keep_witness(cli: &Coffer, dirs: &Dirs, repo: &Repo, admin_key: &str) -> Result<Witness> {
+    let witness = dirs.root.join("audit-witness.note");
+    step(format!(
+        "coffer audit checkpoint --out {} (kept as the witness)",
+        repo.show(&witness)
+    ));
+    // The first checkpoint is signed a moment after the org's first events reach the log.
+    let mut refused = String::from("none yet");
+    let witnessed = poll("a first audit checkpoint", Duration::from_secs(30), || {
+        let answer = cli.call(
+            admin_key,
+            &["audit", "checkpoint", "--out", &witness.to_string_lossy()],
+            Out::Answer("audit-witness"),
+        );
+        Ok(answer.map_err(|e| refused = format!("{e:#}")).ok())
+    })
+    .with_context(|| format!("the last answer: {refused}"))?;
+    let witness_size = number(&witnessed, "/size", "`coffer audit checkpoint`")?;
+    let verifier_key = text(&witnessed, "/verifier_key", "`coffer audit checkpoint`")?.to_owned();
+
+    Ok(Witness {
+        note: witness,
+        size: witness_size,
+        verifier_key,
+    })
+}
+
+/// What `coffer audit verify` established.
+#[derive(Debug)]
+struct Audited {
+    bundle: PathBuf,
+    size: u64,
+    root: String,
+    /// The audit entries of the backup's and the restore's JobSucceeded.
+    backup_seq: u64,
+    restore_seq: u64,
+}
+
+/// Waits for both jobs' JobSucceeded in the log and a checkpoint covering them, exports the
+/// log, and verifies the bundle offline against the witness and its pinned key.
+fn verify_audit(
+    cli: &Coffer,
+    dirs: &Dirs,
+    repo: &Repo,
+    admin_key: &str,
+    org_id: &str,
+    witness: &Witness,
+    [backup_job, restore_job]: [&str; 2],
+) -> Result<Audited> {
+    step("waiting for the restore's JobSucceeded in the audit log and a checkpoint covering it");
+    let seq_of = |job: &str| -> Result<u64> {
+        poll(
+            "the job's JobSucceeded audit entry",
+            Duration::from_secs(60),
+            || {
+                let found = cli.call(
+                    admin_key,
+                    &[
+                        "audit",
+                        "query",
+                        "--aggregate-id",
+                        job,
+                        "--action",
+                        "JobSucceeded",
+                    ],
+                    Out::Answer("audit-query"),
+                )?;
+                Ok(found.pointer("/entries/0/seq").and_then(Value::as_u64))
+            },
+        )
+    };
+    let backup_seq = seq_of(backup_job)?;
+    let restore_seq = seq_of(restore_job)?;
+    poll(
+        "a checkpoint covering the restore",
+        Duration::from_secs(60),
+        || {
+            let latest = cli.call(
+                admin_key,
+                &["audit", "checkpoint"],
+                Out::Answer("audit-latest"),
+            )?;
+            Ok(
+                (number(&latest, "/size", "`coffer audit checkpoint`")? >= restore_seq)
+                    .then_some(()),
+            )
+        },
+    )?;
+    let bundle = dirs.root.join("audit.bundle");
+    cli.call(
+        admin_key,
+        &["audit", "export", "--out", &bundle.to_string_lossy()],
+        Out::Answer("audit-export"),
+    )?;
+    step(format!(
+        "coffer audit verify {} --witness {} --key <the witness's signer> --org {org_id} (no server)",
+        repo.show(&bundle),
+        repo.show(&witness.note)
+    ));
+    let verified = cli.offline(
+        &[
+            "audit",
+            "verify",
+            &bundle.to_string_lossy(),
+            "--witness",
+            &witness.note.to_string_lossy(),
+            "--key",
+            &witness.verifier_key,
+            "--org",
+            org_id,
+        ],
+        Out::Answer("audit-verify"),
+    )?;
+    Ok(Audited {
+        bundle,
+        size: number(&verified, "/size", "`coffer audit verify`")?,
+        root: text(&verified, "/root", "`coffer audit verify`")?.to_owned(),
+        backup_seq,
+        restore_seq,
+    })
 }
 
 /// The demo's directories, fresh on every run.
