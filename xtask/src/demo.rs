@@ -358,6 +358,7 @@ pub fn run() -> Result<ExitCode> {
         witness_size: witness.size,
         backup_seq: audited.backup_seq,
         restore_seq: audited.restore_seq,
+        export_seq: audited.export_seq,
         laps: story.laps,
         files: vec![
             ("backup object", show(&object)),
@@ -673,9 +674,11 @@ struct Audited {
     bundle: PathBuf,
     size: u64,
     root: String,
-    /// The audit entries of the backup's and the restore's JobSucceeded.
+    /// The audit entries of the backup's and the restore's JobSucceeded, and of the recovery
+    /// key's export.
     backup_seq: u64,
     restore_seq: u64,
+    export_seq: u64,
 }
 
 /// Waits for both jobs' JobSucceeded in the log and a checkpoint covering them, exports the
@@ -690,29 +693,30 @@ fn verify_audit(
     [backup_job, restore_job]: [&str; 2],
 ) -> Result<Audited> {
     step("waiting for the restore's JobSucceeded in the audit log and a checkpoint covering it");
-    let seq_of = |job: &str| -> Result<u64> {
-        poll(
-            "the job's JobSucceeded audit entry",
-            Duration::from_secs(60),
-            || {
-                let found = cli.call(
-                    admin_key,
-                    &[
-                        "audit",
-                        "query",
-                        "--aggregate-id",
-                        job,
-                        "--action",
-                        "JobSucceeded",
-                    ],
-                    Out::Answer("audit-query"),
-                )?;
-                Ok(found.pointer("/entries/0/seq").and_then(Value::as_u64))
-            },
-        )
+    // The first entry a query finds, once the audit service has appended it.
+    let seq_of = |what: &str, filter: &[&str]| -> Result<u64> {
+        poll(what, Duration::from_secs(60), || {
+            let found = cli.call(
+                admin_key,
+                &[&["audit", "query"], filter].concat(),
+                Out::Answer("audit-query"),
+            )?;
+            Ok(found.pointer("/entries/0/seq").and_then(Value::as_u64))
+        })
     };
-    let backup_seq = seq_of(backup_job)?;
-    let restore_seq = seq_of(restore_job)?;
+    let succeeded = |job| ["--aggregate-id", job, "--action", "JobSucceeded"];
+    let backup_seq = seq_of(
+        "the backup's JobSucceeded audit entry",
+        &succeeded(backup_job),
+    )?;
+    let restore_seq = seq_of(
+        "the restore's JobSucceeded audit entry",
+        &succeeded(restore_job),
+    )?;
+    let export_seq = seq_of(
+        "the RecoveryKeyExported audit entry",
+        &["--action", "RecoveryKeyExported"],
+    )?;
     poll(
         "a checkpoint covering the restore",
         Duration::from_secs(60),
@@ -727,6 +731,16 @@ fn verify_audit(
                     .then_some(()),
             )
         },
+    )?;
+    // The backup's entry, which commits to the object's size and SHA-256, proved included in
+    // the signed tree here (the command fails unless the proof verifies).
+    step(format!(
+        "coffer audit entry {backup_seq}: the backup's JobSucceeded, its inclusion proof checked here"
+    ));
+    cli.call(
+        admin_key,
+        &["audit", "entry", &backup_seq.to_string()],
+        Out::Answer("audit-entry"),
     )?;
     let bundle = dirs.root.join("audit.bundle");
     cli.call(
@@ -759,6 +773,7 @@ fn verify_audit(
         root: text(&verified, "/root", "`coffer audit verify`")?.to_owned(),
         backup_seq,
         restore_seq,
+        export_seq,
     })
 }
 

@@ -33,6 +33,7 @@ pub struct Report {
     pub witness_size: u64,
     pub backup_seq: u64,
     pub restore_seq: u64,
+    pub export_seq: u64,
     pub laps: Vec<(String, Duration)>,
     /// What, and where (relative to the repository).
     pub files: Vec<(&'static str, String)>,
@@ -105,12 +106,15 @@ impl fmt::Display for Report {
                 "`coffer audit verify` checked the exported log offline: {} entries, the hash \
                  chain and the Merkle root ({}…) recomputed, signed by the pinned key, \
                  consistent with the witness checkpoint of size {} kept before the backup. The \
-                 backup's JobSucceeded is entry {}, the restore's entry {}.",
+                 backup's JobSucceeded, which commits to the object's size and SHA-256, is entry \
+                 {} (its inclusion proof also checked with `coffer audit entry`), the restore's \
+                 entry {}, the recovery key's export entry {}.",
                 r.audit_size,
                 &r.audit_root[..16.min(r.audit_root.len())],
                 r.witness_size,
                 r.backup_seq,
-                r.restore_seq
+                r.restore_seq,
+                r.export_seq
             ),
             "The agent, the server and the stack were stopped.".to_owned(),
         ];
