@@ -51,7 +51,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Start the stack and the `coffer` server, run a round trip against it, report.
+    /// The whole story: server, org, agent, a pgbench database backed up by a schedule,
+    /// restored with stock tools and by a restore job, the audit log verified; then a report.
     Demo,
 }
 
