@@ -1,6 +1,7 @@
 //! `coffer` integration tests: the production wiring on port 0, real Postgres and NATS.
 
 mod agent;
+mod agent_mariadb;
 mod agents;
 mod audit;
 mod audit_tamper;
