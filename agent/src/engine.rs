@@ -59,7 +59,8 @@ fn connection(engine: Engine, database: &pb::JobDatabase) -> Vec<OsString> {
             // Four-byte UTF-8 survives whatever the tool's built-in default is.
             "--default-character-set=utf8mb4",
             // Rows up to the protocol's limit: the server's max_allowed_packet is the
-            // real bound; the tools' defaults (16 and 24 MiB) would refuse smaller rows.
+            // real bound, not the tools' own defaults (16 MiB for mariadb, 24 MiB for
+            // mariadb-dump), which would refuse rows the server holds.
             "--max-allowed-packet=1G",
         ]),
     }
@@ -160,11 +161,12 @@ pub fn restore_spec(
         // Statements apply as they arrive (DDL commits implicitly: no single transaction),
         // so restore into an empty database; the client stops at the first error. The
         // dump's statements are data to this client: `--binary-mode` turns off every client
-        // command but DELIMITER (which triggers and routines need) and `--sandbox` refuses any
-        // that touches files or runs a shell. The dump names no database (see backup_spec),
-        // so everything lands in the one named here. (Not `--one-database`: it filters only
-        // the client's own `use` command, which binary mode hands to the server unseen, and
-        // with `--database` rather than a positional name it silently skips everything.)
+        // command but `\C` and DELIMITER (which triggers and routines need) and `--sandbox`
+        // refuses any that touches files or runs a shell. The dump names no database (see
+        // backup_spec), so everything lands in the one named here. (Not `--one-database`: it
+        // filters only the client's own `use` command, which binary mode hands to the server
+        // unseen, and with `--database` rather than a positional name it silently skips
+        // everything.)
         Engine::MariaDb => spec.args.extend(args([
             "--connect-timeout=10",
             "--binary-mode",
