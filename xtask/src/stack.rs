@@ -1,5 +1,6 @@
-//! The private stack: PostgreSQL, nats-server with JetStream, and moto (standing in for AWS
-//! KMS), each on a free loopback port, with state and logs under `.coffer/`.
+//! The private stack: PostgreSQL, nats-server with JetStream, moto (standing in for AWS KMS)
+//! and MariaDB (a source for the agent's MariaDB backups), each on a free loopback port, with
+//! state and logs under `.coffer/`.
 //!
 //! [`Stack`] is a guard: dropping it stops everything it started, so cleanup runs on success,
 //! failure, panic and interrupt alike. Each service runs in its own process group, so a Ctrl-C
@@ -17,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::Signal;
 
 use crate::install::Tools;
+use crate::mariadb::MariaDb;
 use crate::paths::Repo;
 use crate::postgres::Postgres;
 use crate::proc::{self, step};
@@ -29,6 +31,7 @@ pub struct Stack {
     postgres: Option<Postgres>,
     nats: Option<Service>,
     moto: Option<Service>,
+    mariadb: Option<Service>,
     env: Vec<(String, String)>,
 }
 
@@ -56,6 +59,7 @@ impl Stack {
             postgres: None,
             nats: None,
             moto: None,
+            mariadb: None,
             env: Vec::new(),
         };
         // From here on, an early return drops `stack`, which stops whatever already runs.
@@ -88,7 +92,7 @@ impl Stack {
             .arg(&store)
             .arg("-l")
             .arg(&log);
-        let nats = stack.spawn("nats-server", cmd, nats_port, log)?;
+        let nats = stack.spawn("nats-server", cmd, nats_port, log, "nats-server")?;
         stack
             .nats
             .insert(nats)
@@ -102,11 +106,27 @@ impl Stack {
         ));
         let mut cmd = Command::new(&tools.moto_server);
         cmd.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()]);
-        let moto = stack.spawn("moto_server", cmd, moto_port, log)?;
+        let moto = stack.spawn("moto_server", cmd, moto_port, log, "moto_server")?;
         stack
             .moto
             .insert(moto)
             .wait_ready(Duration::from_secs(60), proc::http_answers)?;
+
+        let started = std::time::Instant::now();
+        let mariadb = MariaDb::prepare(repo, proc::free_port()?)?;
+        mariadb.init()?;
+        let log = mariadb.log().to_path_buf();
+        let marker = mariadb.data_dir().to_string_lossy().into_owned();
+        let server = stack.spawn("mariadbd", mariadb.server()?, mariadb.port, log, &marker)?;
+        stack
+            .mariadb
+            .insert(server)
+            .wait_ready(Duration::from_secs(60), |_| mariadb.accepts())?;
+        mariadb.create_superuser()?;
+        step(format!(
+            "mariadb is up in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
 
         let path = std::env::join_paths(std::iter::once(tools.pg_bin.clone()).chain(
             std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
@@ -127,6 +147,7 @@ impl Stack {
                 "COFFER_TEST_KMS_ENDPOINT".into(),
                 format!("http://127.0.0.1:{moto_port}"),
             ),
+            ("COFFER_TEST_MARIADB_URL".into(), mariadb.url()),
             (
                 "COFFER_NATS_SERVER_BIN".into(),
                 tools.nats_server.to_string_lossy().into_owned(),
@@ -170,7 +191,10 @@ impl Stack {
 
     /// Fails if a service died under us.
     pub fn check_alive(&mut self) -> Result<()> {
-        for service in [&mut self.nats, &mut self.moto].into_iter().flatten() {
+        for service in [&mut self.nats, &mut self.moto, &mut self.mariadb]
+            .into_iter()
+            .flatten()
+        {
             service.check_alive()?;
         }
         if let Some(pg) = &self.postgres
@@ -183,7 +207,10 @@ impl Stack {
 
     /// Stops every service, newest first. Idempotent; reports problems but never fails.
     pub fn stop(&mut self) {
-        for service in [self.moto.take(), self.nats.take()].into_iter().flatten() {
+        for service in [self.mariadb.take(), self.moto.take(), self.nats.take()]
+            .into_iter()
+            .flatten()
+        {
             service.stop();
         }
         if let Some(pg) = self.postgres.take() {
@@ -192,13 +219,15 @@ impl Stack {
         self.pids.clear();
     }
 
-    /// Spawns a service in its own process group, stdout and stderr to a fresh `log`.
+    /// Spawns a service in its own process group, stdout and stderr to a fresh `log`;
+    /// `marker` is what its command line contains (see [`PidFile`]).
     fn spawn(
         &mut self,
         name: &'static str,
         mut cmd: Command,
         port: u16,
         log: PathBuf,
+        marker: &str,
     ) -> Result<Service> {
         File::create(&log).with_context(|| format!("create {}", log.display()))?;
         // Append mode, so lines the service writes to `log` itself (nats -l) interleave.
@@ -219,7 +248,7 @@ impl Stack {
             child,
             log,
         };
-        if let Err(err) = self.pids.add(service.child.id(), name, name) {
+        if let Err(err) = self.pids.add(service.child.id(), name, marker) {
             service.stop();
             return Err(err);
         }
@@ -234,7 +263,7 @@ impl Drop for Stack {
 }
 
 impl Service {
-    fn wait_ready(&mut self, timeout: Duration, probe: fn(u16) -> bool) -> Result<()> {
+    fn wait_ready(&mut self, timeout: Duration, probe: impl Fn(u16) -> bool) -> Result<()> {
         let what = format!("{} on 127.0.0.1:{}", self.name, self.port);
         proc::wait_for(&what, timeout, || {
             self.check_alive()?;

@@ -29,6 +29,11 @@ pub fn superuser_url() -> String {
     stack_var("COFFER_TEST_PG_URL")
 }
 
+/// The private MariaDB server's superuser, as `mysql://user:password@127.0.0.1:port`.
+pub fn mariadb_url() -> String {
+    stack_var("COFFER_TEST_MARIADB_URL")
+}
+
 /// The private NATS server's URL.
 pub fn nats_url() -> String {
     stack_var("COFFER_TEST_NATS_URL")

@@ -2,6 +2,7 @@
 
 mod agent;
 mod agent_jobs;
+mod agent_mariadb;
 mod agents;
 mod audit;
 mod audit_tamper;
