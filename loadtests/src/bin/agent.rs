@@ -1499,3 +1499,36 @@ fn report(args: &Args, m: &Measured) -> bool {
     );
     passed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+
+    #[test]
+    fn seeding_batches_tile_the_ids_without_overlap() {
+        let first = batch_sql(0);
+        assert!(first.contains("generate_series(1, 10000) c"), "{first}");
+        assert!(first.contains("generate_series(1, 200000) g"), "{first}");
+        assert!(first.contains("generate_series(5, 200000, 5) g"), "{first}");
+        let second = batch_sql(1);
+        assert!(
+            second.contains("generate_series(10001, 20000) c"),
+            "{second}"
+        );
+        assert!(
+            second.contains("generate_series(200001, 400000) g"),
+            "{second}"
+        );
+        assert!(
+            second.contains("generate_series(200005, 400000, 5) g"),
+            "{second}"
+        );
+    }
+}
