@@ -366,7 +366,11 @@ async fn run(
 
     let mut memory = Memory::new(pid);
     let idle_rss = memory.current()?;
-    let jobs = pb::job_service_client::JobServiceClient::new(owner.clone());
+    // Access tokens live 5 minutes and a large run takes longer: each job gets a fresh one.
+    let fresh = || async {
+        let token = exchange(&admin, &owner_key).await?;
+        anyhow::Ok(authed(admin.clone(), &token)?)
+    };
     let mut rounds = Vec::new();
     let mut claim = Vec::new();
     let mut last_backup: Option<(String, PathBuf)> = None;
@@ -381,9 +385,15 @@ async fn run(
                     if let Some((_, file)) = last_backup.take() {
                         remove(&file);
                     }
-                    let (sample, job, file, claimed) =
-                        backup_job(args, jobs.clone(), org, &schedule, &dest_dir, &mut memory)
-                            .await?;
+                    let (sample, job, file, claimed) = backup_job(
+                        args,
+                        jobs(fresh().await?),
+                        org,
+                        &schedule,
+                        &dest_dir,
+                        &mut memory,
+                    )
+                    .await?;
                     claim.push(claimed);
                     last_backup = Some((job, file));
                     sample
@@ -417,8 +427,8 @@ async fn run(
         (Some((job, _)), true) => Some(
             restore_job(
                 args,
-                jobs.clone(),
-                owner.clone(),
+                jobs(fresh().await?),
+                fresh().await?,
                 org,
                 &agent_id,
                 &source,
@@ -449,6 +459,10 @@ async fn run(
         restore,
         zstd_workers,
     })
+}
+
+fn jobs(owner: Authed) -> pb::job_service_client::JobServiceClient<Authed> {
+    pb::job_service_client::JobServiceClient::new(owner)
 }
 
 /// Removes a benchmark output; a failure only warns (the work directory goes at the end).
