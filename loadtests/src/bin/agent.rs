@@ -71,6 +71,7 @@ use coffer_proto::enrollment::v1::{
 use coffer_proto::scheduling::v1 as pb;
 use coffer_types::OrgId;
 use serde_json::json;
+use sqlx::ConnectOptions as _;
 use sqlx::postgres::PgConnectOptions;
 use tokio::io::AsyncReadExt as _;
 use tokio::time::Instant;
@@ -567,7 +568,8 @@ impl SourceDb {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(u32::try_from(workers).unwrap_or(1) + 1)
-            .connect_with(options.database(&name))
+            // Every batch takes seconds: sqlx's slow-statement warnings would drown the output.
+            .connect_with(options.database(&name).disable_statement_logging())
             .await
             .context("connect to the source database")?;
         // The tables belong to the database's role, as an application's do; the rows are
