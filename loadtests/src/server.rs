@@ -226,6 +226,12 @@ impl BenchServer {
         Ok((org, owner_key))
     }
 
+    /// The server's development certificate (PEM): what a client, such as a `coffer-agent`
+    /// given `--server-ca`, trusts the server with.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
     /// An endpoint speaking TLS to the server, presenting `identity` if given.
     pub fn endpoint(&self, identity: Option<Identity>) -> anyhow::Result<Endpoint> {
         let mut tls = ClientTlsConfig::new()

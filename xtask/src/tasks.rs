@@ -87,6 +87,15 @@ pub fn lint() -> Result<ExitCode> {
 pub fn bench(name: &str, args: &[String]) -> Result<ExitCode> {
     let repo = Repo::locate()?;
     let tools = install::ensure(&repo)?;
+    // A benchmark that drives one of the workspace's binaries finds it beside its own, built
+    // in release mode like itself (the bench's `cargo run` builds only its own package).
+    if let Some(package) = bench_drives(name) {
+        let mut cmd = proc::cargo();
+        cmd.args(["build", "--release", "-p", package])
+            .current_dir(&repo.root);
+        step(format!("building {}", proc::describe(&cmd)));
+        proc::run_ok(&mut cmd)?;
+    }
     let stack = Stack::start(&repo, &tools)?;
     let mut cmd: Command = proc::cargo();
     cmd.args([
@@ -106,4 +115,12 @@ pub fn bench(name: &str, args: &[String]) -> Result<ExitCode> {
     drop(stack);
     step(format!("bench {name} finished: {status}"));
     Ok(proc::exit_code(status))
+}
+
+/// The workspace binary a benchmark drives as a separate process, if any.
+fn bench_drives(name: &str) -> Option<&'static str> {
+    match name {
+        "agent" => Some("coffer-agent"),
+        _ => None,
+    }
 }
