@@ -16,7 +16,11 @@ const SECRET_BEARING: [&str; 8] = [
 ];
 
 fn main() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: a build cache shared by
+    // two checkouts can hold a script compiled in the other one.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .ok_or_else(|| anyhow::anyhow!("cargo sets CARGO_MANIFEST_DIR for build scripts"))?;
+    let root = PathBuf::from(manifest_dir).join("../../proto");
     let files = [
         "coffer/common/v1/common.proto",
         "coffer/events/v1/envelope.proto",

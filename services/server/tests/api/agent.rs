@@ -480,10 +480,83 @@ pub(crate) async fn finished(
     .await
 }
 
+/// Asserts that `artifact` commits to `object` (size, SHA-256, age header) and the org's
+/// `recipient`, and that `object` is age ciphertext in which `plaintext`, a value of the
+/// source, does not appear (P1).
+pub(crate) fn assert_artifact_of(
+    artifact: &coffer_proto::scheduling::v1::Artifact,
+    object: &[u8],
+    recipient: &str,
+    plaintext: &[u8],
+) {
+    assert_eq!(artifact.size_bytes, object.len() as u64);
+    assert_eq!(artifact.sha256, hex::encode(sha2::Sha256::digest(object)));
+    assert_eq!(artifact.recipient, recipient);
+    assert!(artifact.dump_bytes > 0, "{artifact:?}");
+    let (header, _) = crate::credentials::split_age(object);
+    assert_eq!(
+        artifact.age_header_sha256,
+        hex::encode(sha2::Sha256::digest(header))
+    );
+    assert!(object.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!object.windows(plaintext.len()).any(|w| w == plaintext));
+}
+
+/// `org`'s recovery key (its age identity), exported by its owner.
+pub(crate) async fn recovery_key(app: &TestApp, org: &TestOrg, reason: &str) -> String {
+    crate::credentials::org_keys(app, &org.owner_key)
+        .await
+        .export_recovery_key(coffer_proto::credentials::v1::ExportRecoveryKeyRequest {
+            org_id: org.org.to_string(),
+            reason: reason.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .identity
+        .clone()
+}
+
+/// Runs a stock tool to success.
+pub(crate) fn stock_tool(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Opens a backup with stock `age -d -i <recovery key>` and `zstd -d`, through files in `dir`
+/// (the pipes of a test helper would fill and stall on a real backup); returns the dump's path.
+pub(crate) fn stock_decrypt(dir: &Path, object: &[u8], recovery_key: &str) -> PathBuf {
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(file("recovery.key"), format!("{recovery_key}\n")).unwrap();
+    std::fs::write(file("backup.age"), object).unwrap();
+    stock_tool(
+        "age",
+        &[
+            "-d",
+            "-i",
+            &file("recovery.key"),
+            "-o",
+            &file("backup.zst"),
+            &file("backup.age"),
+        ],
+    );
+    stock_tool(
+        "zstd",
+        &["-q", "-d", &file("backup.zst"), "-o", &file("backup.dump")],
+    );
+    dir.join("backup.dump")
+}
+
 #[tokio::test]
 async fn p1_p7_the_agent_backs_up_to_a_local_destination_stock_tools_restore_it_and_a_restore_job_recreates_the_source()
  {
-    use coffer_proto::credentials::v1 as cpb;
     use coffer_proto::scheduling::v1 as pb;
 
     let app = spawn_tls_app().await;
@@ -538,70 +611,17 @@ async fn p1_p7_the_agent_backs_up_to_a_local_destination_stock_tools_restore_it_
     // org's recipient.
     let artifact = done.artifact.unwrap();
     let object = std::fs::read(dir.join(&artifact.object_key)).unwrap();
-    assert_eq!(artifact.size_bytes, object.len() as u64);
-    assert_eq!(artifact.sha256, hex::encode(sha2::Sha256::digest(&object)));
-    assert_eq!(artifact.recipient, recipient);
-    let (header, _) = crate::credentials::split_age(&object);
-    assert_eq!(
-        artifact.age_header_sha256,
-        hex::encode(sha2::Sha256::digest(header))
-    );
-    // P1: what left the agent is ciphertext: no row of the source appears in it.
-    assert!(object.starts_with(b"age-encryption.org/v1\n"));
-    assert!(
-        !object
-            .windows(b"customer 1234".len())
-            .any(|w| w == b"customer 1234")
-    );
+    assert_artifact_of(&artifact, &object, &recipient, b"customer 1234");
 
     // P7: stock age with the exported recovery key, stock zstd, stock pg_restore.
-    let identity = crate::credentials::org_keys(&app, &acme.owner_key)
-        .await
-        .export_recovery_key(cpb::ExportRecoveryKeyRequest {
-            org_id: acme.org.to_string(),
-            reason: "restore drill".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .identity
-        .clone();
-    // Through files: the pipes of a test helper would fill and stall on a real backup.
     let keys = tempfile::tempdir().unwrap();
-    let file = |name: &str| keys.path().join(name).to_str().unwrap().to_owned();
-    std::fs::write(file("recovery.key"), format!("{identity}\n")).unwrap();
-    std::fs::write(file("backup.age"), &object).unwrap();
-    let tool = |program: &str, args: &[&str]| {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{program}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    tool(
-        "age",
-        &[
-            "-d",
-            "-i",
-            &file("recovery.key"),
-            "-o",
-            &file("backup.zst"),
-            &file("backup.age"),
-        ],
-    );
-    tool(
-        "zstd",
-        &["-q", "-d", &file("backup.zst"), "-o", &file("backup.dump")],
-    );
+    let identity = recovery_key(&app, &acme, "restore drill").await;
+    let dump = stock_decrypt(keys.path(), &object, &identity);
     let stock = SourceDb::empty("stock").await;
     let (host, port) = pg_address();
     let port = port.to_string();
     let user = superuser_options().get_username().to_owned();
-    tool(
+    stock_tool(
         "pg_restore",
         &[
             "--no-owner",
@@ -614,7 +634,7 @@ async fn p1_p7_the_agent_backs_up_to_a_local_destination_stock_tools_restore_it_
             &user,
             "--dbname",
             &stock.name,
-            &file("backup.dump"),
+            dump.to_str().unwrap(),
         ],
     );
     assert_eq!(

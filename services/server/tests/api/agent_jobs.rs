@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use coffer_proto::scheduling::v1 as pb;
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::agent::{AgentHome, SourceDb, finished, give_to_agent, pg_address};
+use crate::agent::{
+    AgentHome, SourceDb, assert_artifact_of, finished, give_to_agent, pg_address, recovery_key,
+};
 use crate::helpers::{Authed, TestApp, TestOrg, spawn_tls_app, spawn_tls_app_with};
 
 /// An agent home whose local destinations may lie under the app's local root.
@@ -200,7 +201,6 @@ async fn p6_p7_the_agent_backs_up_to_s3_restores_from_it_and_holds_no_key_that_d
     let job = back_up(&app, &acme, &database, &destination).await;
     let done = ended(&app, &acme, &agent, &job, "succeeded").await;
     let artifact = done.artifact.unwrap();
-    assert!(artifact.dump_bytes > 0, "{artifact:?}");
 
     // The object in the bucket is the one the artifact commits to, and nothing else is there.
     let (objects, uploads) = bucket_contents(&bucket).await;
@@ -220,8 +220,8 @@ async fn p6_p7_the_agent_backs_up_to_s3_restores_from_it_and_holds_no_key_that_d
         .await
         .unwrap()
         .into_bytes();
-    assert_eq!(artifact.size_bytes, object.len() as u64);
-    assert_eq!(artifact.sha256, hex::encode(sha2::Sha256::digest(&object)));
+    let recipient = crate::credentials::recipient(&app, &acme).await.recipient;
+    assert_artifact_of(&artifact, &object, &recipient, b"customer 1234");
 
     // A restore job reads it back from S3 into an empty database.
     let target = SourceDb::empty("s3dst").await;
@@ -233,17 +233,7 @@ async fn p6_p7_the_agent_backs_up_to_s3_restores_from_it_and_holds_no_key_that_d
     // P6: after a backup and a restore, nothing the agent keeps decrypts the backup: no file
     // in its home is an age identity that opens it, and its certificate cannot export the
     // org's key.
-    let recovery = crate::credentials::org_keys(&app, &acme.owner_key)
-        .await
-        .export_recovery_key(cpb::ExportRecoveryKeyRequest {
-            org_id: acme.org.to_string(),
-            reason: "test that the agent cannot".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .identity
-        .clone();
+    let recovery = recovery_key(&app, &acme, "test that the agent cannot").await;
     let keep = tempfile::tempdir().unwrap();
     let backup_file = keep.path().join("backup.age");
     std::fs::write(&backup_file, &object).unwrap();

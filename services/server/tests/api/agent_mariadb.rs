@@ -9,12 +9,12 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use coffer_proto::credentials::v1 as cpb;
 use coffer_proto::scheduling::v1 as pb;
-use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::agent::{AgentHome, finished, give_to_agent};
+use crate::agent::{
+    AgentHome, assert_artifact_of, finished, give_to_agent, recovery_key, stock_decrypt,
+};
 use crate::helpers::{TestApp, TestOrg, spawn_tls_app};
 
 /// Where the stack's MariaDB is, and its superuser, from `mysql://user:password@host:port`.
@@ -341,65 +341,13 @@ async fn p1_p7_the_agent_backs_up_mariadb_with_mariadb_dump_stock_tools_restore_
     // The artifact commits to the object the agent wrote.
     let artifact = done.artifact.clone().unwrap();
     let object = std::fs::read(dir.join(&artifact.object_key)).unwrap();
-    assert_eq!(artifact.size_bytes, object.len() as u64);
-    assert_eq!(artifact.sha256, hex::encode(sha2::Sha256::digest(&object)));
-    assert_eq!(artifact.recipient, recipient);
-    let (header, _) = crate::credentials::split_age(&object);
-    assert_eq!(
-        artifact.age_header_sha256,
-        hex::encode(sha2::Sha256::digest(header))
-    );
-    // P1: ciphertext only; no row of the source appears in it.
-    assert!(object.starts_with(b"age-encryption.org/v1\n"));
-    assert!(
-        !object
-            .windows(b"customer 1234".len())
-            .any(|w| w == b"customer 1234")
-    );
+    assert_artifact_of(&artifact, &object, &recipient, b"customer 1234");
 
     // P7: stock age with the exported recovery key, stock zstd, the stock mariadb client.
-    let identity = crate::credentials::org_keys(&app, &acme.owner_key)
-        .await
-        .export_recovery_key(cpb::ExportRecoveryKeyRequest {
-            org_id: acme.org.to_string(),
-            reason: "restore drill".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .identity
-        .clone();
     let keys = tempfile::tempdir().unwrap();
-    let file = |name: &str| keys.path().join(name).to_str().unwrap().to_owned();
-    std::fs::write(file("recovery.key"), format!("{identity}\n")).unwrap();
-    std::fs::write(file("backup.age"), &object).unwrap();
-    let tool = |program: &str, args: &[&str]| {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{program}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    tool(
-        "age",
-        &[
-            "-d",
-            "-i",
-            &file("recovery.key"),
-            "-o",
-            &file("backup.zst"),
-            &file("backup.age"),
-        ],
-    );
-    tool(
-        "zstd",
-        &["-q", "-d", &file("backup.zst"), "-o", &file("backup.sql")],
-    );
-    let dump = std::fs::read_to_string(file("backup.sql")).unwrap();
+    let identity = recovery_key(&app, &acme, "restore drill").await;
+    let sql = stock_decrypt(keys.path(), &object, &identity);
+    let dump = std::fs::read_to_string(&sql).unwrap();
     assert!(dump.contains("-- MariaDB dump"), "a mariadb-dump SQL dump");
     assert!(dump.contains("CREATE TABLE `customers`"));
     // It names no database: a restore goes wherever the client points it.
@@ -412,7 +360,7 @@ async fn p1_p7_the_agent_backs_up_mariadb_with_mariadb_dump_stock_tools_restore_
 
     let stock = account.database("stock_").await;
     let restore = mariadb(&stock.user, &stock.password, &stock.name)
-        .stdin(std::fs::File::open(file("backup.sql")).unwrap())
+        .stdin(std::fs::File::open(&sql).unwrap())
         .spawn()
         .unwrap();
     output(restore, "restore backup.sql").await;
