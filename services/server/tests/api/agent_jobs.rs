@@ -113,8 +113,8 @@ async fn ended(
     done
 }
 
-/// Regular files under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// The regular files under `dir`, at any depth (directories may stay; a file may not).
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -163,16 +163,7 @@ async fn moto() -> aws_sdk_s3::Client {
 /// The keys of `bucket`'s objects, and of its multipart uploads in progress.
 async fn bucket_contents(bucket: &str) -> (Vec<String>, Vec<String>) {
     let s3 = moto().await;
-    let objects = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .send()
-        .await
-        .unwrap()
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_owned))
-        .collect();
+    let objects = crate::destinations::objects(bucket).await;
     let uploads = s3
         .list_multipart_uploads()
         .bucket(bucket)

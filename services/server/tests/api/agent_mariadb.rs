@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt as _;
 use crate::agent::{
     AgentHome, assert_artifact_of, finished, give_to_agent, recovery_key, stock_decrypt,
 };
+use crate::agent_jobs::files_under;
 use crate::helpers::{TestApp, TestOrg, spawn_tls_app};
 
 /// Where the stack's MariaDB is, and its superuser, from `mysql://user:password@host:port`.
@@ -445,19 +446,4 @@ async fn a_mariadb_backup_with_a_wrong_password_fails_with_a_clear_reason_that_d
     assert!(done.artifact.is_none());
     let left = files_under(&dir);
     assert!(left.is_empty(), "nothing partial is left behind: {left:?}");
-}
-
-/// The regular files under `dir`, at any depth (the probe's and the object's directories may
-/// stay; a file may not).
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

@@ -45,7 +45,7 @@ pub(crate) async fn create_bucket() -> String {
 }
 
 /// Every key in `bucket` of the stack's moto.
-async fn objects(bucket: &str) -> Vec<String> {
+pub(crate) async fn objects(bucket: &str) -> Vec<String> {
     s3_client(&coffer_testkit::kms_endpoint())
         .await
         .list_objects_v2()
